@@ -1,0 +1,41 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch lies on local disk under exactly this pin; any other spec pulls gigabytes.
+TORCH_SPEC := torch==2.13.0
+ROS_ENV := AMENT_PREFIX_PATH=$(abspath $(VENV)) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+SETUP_STAMP := $(VENV)/.dap-setup-done
+DEMO_ARGS ?=
+
+.PHONY: setup test lint format demo bench clean
+
+setup: $(SETUP_STAMP)
+
+# Re-run the install only when the package definition changes; a set-up tree costs seconds.
+$(SETUP_STAMP): setup.py setup.cfg package.xml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test,ros]"
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint
+	$(ROS_ENV) $(PY) -m pytest
+
+demo: setup
+	$(ROS_ENV) $(PY) -m dap_ros.demo $(DEMO_ARGS)
+
+bench: setup
+	$(ROS_ENV) $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build install log demo_out .pytest_cache

@@ -1,0 +1,61 @@
+"""ament_python package `dap_ros`: the `dap_core` model library and the `dap_ros` node."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "dap_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Depth Any Panoramas: 360-degree metric depth model and ROS 2 node",
+    license="Apache-2.0",
+    maintainer="dap_ros maintainers",
+    maintainer_email="maintainers@dap-ros.dev",
+    python_requires=">=3.10,<3.14",
+    packages=find_packages(include=["dap_core", "dap_core.*", "dap_ros", "dap_ros.*"]),
+    package_data={"dap_core": ["py.typed"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", sorted(glob("config/*"))),
+        (f"share/{PACKAGE}/weights", sorted(glob("weights/*/*"))),
+        # launch_ros looks for executables in lib/<package>; pip ignores setup.cfg's
+        # install_scripts, so the launcher is shipped there as a data file too.
+        (f"lib/{PACKAGE}", ["scripts/dap_node"]),
+    ],
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "torch>=2.4",
+        "tqdm>=4.60",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+        "plyfile>=1.0",
+        "tensorboard>=2.14",
+        "huggingface_hub>=0.20",
+    ],
+    extras_require={
+        "ros": ["ros-rclpy", "ros-sensor-msgs", "ros-rmw-fastrtps-cpp", "ros-diagnostic-msgs"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+            "py360convert>=1.0",
+            "colcon-core>=0.15",
+            "colcon-ros>=0.5",
+            "colcon-package-information>=0.4",
+            "rosbags>=0.10",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "dap = dap_core.cli:main",
+            "dap_node = dap_ros.node:main",
+        ],
+    },
+)

@@ -1,0 +1,25 @@
+"""Shared pytest fixtures: repository paths and the official fixture directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI and developers have ../shared beside the clone; DAP_SHARED overrides it.
+SHARED_DIR = Path(os.environ.get("DAP_SHARED", REPO_ROOT.parent / "shared"))
+OFFICIAL_FIXTURES = SHARED_DIR / "fixtures" / "official_dap"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def official_fixtures() -> Path:
+    if not OFFICIAL_FIXTURES.is_dir():
+        pytest.fail(f"official DAP fixtures not found at {OFFICIAL_FIXTURES} (set DAP_SHARED)")
+    return OFFICIAL_FIXTURES
