@@ -15,7 +15,6 @@ setup: $(SETUP_STAMP)
 # Re-run the install only when the package definition changes; a set-up tree costs seconds.
 $(SETUP_STAMP): setup.py setup.cfg package.xml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test,ros]"
 	touch $@
