@@ -1,0 +1,586 @@
+"""Readers for the panorama datasets a user has on disk, all yielding one sample format.
+
+Every reader returns the item format of the synthetic dataset (contract 2), so training,
+curation and evaluation never care where a panorama came from:
+
+    rgb      float32 [3, H, W] in [0, 1] (not normalized)
+    range_m  float32 [1, H, W] range in metres (REP 103 ERP, centre column looks along +x);
+             +inf = sky / beyond, nan = invalid or unlabeled
+    valid    bool [1, H, W] (finite ground truth or sky)
+    scene    "indoor" / "outdoor" / "" (unknown)     domain  a tag ("real", "sim", ...)
+    name     a stable id (relative path)             index   int     labeled  bool
+
+On-disk formats (decoding follows the official readers, notes/official_dap_spec.md §8):
+
+* Structured3D — `scene_*/2D_rendering/<room>/panorama/full/rgb_<light>.png` with `depth.png`
+  beside it: uint16 millimetres of range, 0 = missing.
+* Stanford2D3D — `.../pano/rgb/<id>_rgb.png` and `.../pano/depth/<id>_depth.png`: uint16,
+  metres = value / 512, 65535 = missing.
+* Matterport3D (360° renderings) — `<id>_emission_center_0.png` and `<id>_depth_center_0.exr`
+  (float metres, first channel), read with the OpenEXR bindings because this OpenCV build has
+  no EXR codec.
+* Deep360 — `.../rgb/<id>_rgb<k>.png` and `.../depth/<id>_depth.npz` (`arr_0`, float32 metres),
+  both in Cassini projection, resampled to ERP with `geometry.cassini_to_erp`.
+* DAP-2M style — `<stem>.{jpg,png}` with `erp_distance` range in a .npy found by name (see
+  `Dap2mFolder`); optional `metadata.json` gives the scene class.
+* Unlabeled folder — any images, optional `metadata.json` / `metadata.csv` with scene classes.
+
+A `list_file` (one "rgb depth" pair of paths per line, relative to the root) replaces the
+discovery rule of any labeled reader. Missing files are found when the dataset is built;
+unreadable files raise `DatasetReadError` naming the file, or with `on_error="skip"` are
+replaced by the next readable sample and counted in `.skipped`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SCENES = ("indoor", "outdoor")
+ON_ERROR = ("raise", "skip")
+STRUCTURED3D_DEPTH_SCALE = 1000.0  # uint16 millimetres
+STANFORD_DEPTH_SCALE = 512.0  # uint16 value / 512 = metres (official reader)
+STANFORD_MISSING = 65535
+METADATA_FILES = ("metadata.json", "metadata.csv")
+
+
+class DatasetReadError(RuntimeError):
+    """A dataset file is missing, unreadable, or has the wrong content; names the file."""
+
+
+@dataclass(frozen=True)
+class PanoramaRecord:
+    """One sample on disk: its RGB file, its range file (None when unlabeled), its class."""
+
+    rgb: Path
+    depth: Path | None
+    name: str
+    scene: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoders
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """uint8 RGB [H, W, 3] from any image OpenCV reads."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DatasetReadError(f"{path}: cannot read image (missing, truncated or not an image)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_uint16_png(path: Path) -> np.ndarray:
+    """The raw uint16 values of a 16-bit single-channel PNG."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetReadError(f"{path}: cannot read 16-bit depth PNG")
+    if img.dtype != np.uint16:
+        raise DatasetReadError(f"{path}: expected a 16-bit PNG, got {img.dtype}")
+    return img[..., 0] if img.ndim == 3 else img
+
+
+def read_exr_depth(path: Path) -> np.ndarray:
+    """float32 [H, W] from the first depth-like channel (R, Y, Z, then alphabetical) of an EXR."""
+    try:
+        import OpenEXR
+    except ImportError as err:  # pragma: no cover - a dependency of the package
+        raise DatasetReadError(f"{path}: reading EXR needs the 'openexr' package") from err
+    try:
+        with OpenEXR.File(str(path), separate_channels=True) as exr:
+            channels = {name: ch.pixels for name, ch in exr.channels().items()}
+    except (RuntimeError, OSError) as err:
+        raise DatasetReadError(f"{path}: cannot read EXR ({err})") from err
+    for name in ("R", "Y", "Z", "depth", *sorted(channels)):
+        if name in channels:
+            return np.asarray(channels[name], dtype=np.float32)
+    raise DatasetReadError(f"{path}: EXR has no channels")
+
+
+def read_npy_range(path: Path) -> np.ndarray:
+    """float32 [H, W] metres from .npy, or .npz (`arr_0`, else its only array)."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                key = "arr_0" if "arr_0" in data.files else data.files[0]
+                arr = data[key]
+        else:
+            arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, IndexError) as err:
+        raise DatasetReadError(f"{path}: cannot read array ({err})") from err
+    arr = np.squeeze(np.asarray(arr, dtype=np.float32))
+    if arr.ndim != 2:
+        raise DatasetReadError(f"{path}: expected a 2-D range map, got shape {arr.shape}")
+    return arr
+
+
+# ----------------------------------------------------------------------------------------------
+# Base reader
+
+
+class PanoramaDataset(Dataset):
+    """Base of every reader: records in, contract-2 items out.
+
+    size: (H, W) output size; RGB is resized with INTER_CUBIC on uint8 and range with
+    INTER_NEAREST, as the official readers do. None keeps the file's size.
+    far_as_sky_m: ranges at or beyond it become +inf (for datasets that encode sky as a large
+    finite value). on_error: "raise" or "skip" (see module docstring).
+    """
+
+    kind = "panorama"
+    default_scene = ""
+
+    def __init__(
+        self,
+        records: Sequence[PanoramaRecord],
+        *,
+        size: tuple[int, int] | None = None,
+        on_error: str = "raise",
+        domain: str = "real",
+        far_as_sky_m: float | None = None,
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if size is not None and (len(size) != 2 or min(size) <= 0):
+            raise ValueError(f"size must be (height, width) > 0, got {size}")
+        self.on_error = on_error
+        self.size = tuple(size) if size is not None else None
+        self.domain = domain
+        self.far_as_sky_m = far_as_sky_m
+        self.skipped: list[str] = []
+        self.records = self._check_exist(list(records))
+        if not self.records:
+            raise DatasetReadError(f"{self.kind}: no samples found")
+
+    def _check_exist(self, records: list[PanoramaRecord]) -> list[PanoramaRecord]:
+        """Find missing files before training starts, not in the middle of an epoch."""
+        kept, missing = [], []
+        for rec in records:
+            gone = [p for p in (rec.rgb, rec.depth) if p is not None and not p.is_file()]
+            if gone:
+                missing.extend(str(p) for p in gone)
+            else:
+                kept.append(rec)
+        if missing and self.on_error == "raise":
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
+            raise DatasetReadError(f"{self.kind}: missing file(s): {shown}")
+        self.skipped.extend(missing)
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # Subclasses override these two.
+    def load_rgb(self, rec: PanoramaRecord) -> np.ndarray:
+        return read_rgb(rec.rgb)
+
+    def load_range(self, rec: PanoramaRecord) -> np.ndarray:
+        """float32 [H, W] metres with nan for missing and +inf for sky."""
+        raise NotImplementedError
+
+    def load(self, index: int) -> dict[str, Any]:
+        """Read and decode one sample (no error policy)."""
+        rec = self.records[index]
+        rgb = self.load_rgb(rec)
+        if rec.depth is None:
+            rng = np.full(rgb.shape[:2], np.nan, dtype=np.float32)
+        else:
+            rng = self.load_range(rec)
+            if rng.shape != rgb.shape[:2]:
+                rng = cv2.resize(rng, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        if self.far_as_sky_m is not None:
+            rng = np.where(rng >= self.far_as_sky_m, np.float32(np.inf), rng)
+        if self.size is not None and rgb.shape[:2] != self.size:
+            h, w = self.size
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_CUBIC)
+            rng = cv2.resize(rng, (w, h), interpolation=cv2.INTER_NEAREST)
+        return make_item(rgb, rng, rec, index=index, domain=self.domain)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < 0 or index >= len(self):
+            raise IndexError(f"{self.kind}: index {index} out of range (len {len(self)})")
+        for offset in range(len(self)):
+            i = (index + offset) % len(self)
+            try:
+                return self.load(i)
+            except DatasetReadError as err:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append(str(err))
+        raise DatasetReadError(
+            f"{self.kind}: no readable sample left ({len(self.skipped)} skipped)"
+        )
+
+
+def make_item(
+    rgb: np.ndarray, range_m: np.ndarray, rec: PanoramaRecord, *, index: int, domain: str
+) -> dict[str, Any]:
+    """Build the contract-2 sample dict from uint8 RGB [H, W, 3] and range [H, W] metres."""
+    rng = np.ascontiguousarray(range_m, dtype=np.float32)
+    valid = ~np.isnan(rng) & (rng > 0)  # +inf sky is valid ground truth ("beyond")
+    rng = np.where(valid, rng, np.float32(np.nan))
+    return {
+        "rgb": torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float() / 255.0,
+        "range_m": torch.from_numpy(rng)[None],
+        "valid": torch.from_numpy(valid)[None],
+        "scene": rec.scene,
+        "domain": domain,
+        "name": rec.name,
+        "index": index,
+        "labeled": rec.depth is not None,
+    }
+
+
+def _records_from_list(root: Path, list_file: Path, scene: str) -> list[PanoramaRecord]:
+    """Read "rgb depth" pairs (paths relative to root; depth may be omitted)."""
+    if not list_file.is_file():
+        raise DatasetReadError(f"{list_file}: list file not found")
+    records = []
+    for lineno, line in enumerate(list_file.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) > 2:
+            raise DatasetReadError(f"{list_file}:{lineno}: expected 'rgb [depth]', got {line!r}")
+        depth = root / parts[1] if len(parts) == 2 else None
+        records.append(PanoramaRecord(root / parts[0], depth, parts[0], scene))
+    return records
+
+
+def _root(root: str | os.PathLike) -> Path:
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetReadError(f"{path}: dataset root is not a directory")
+    return path
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def load_scene_metadata(root: Path) -> dict[str, str]:
+    """Scene class per relative image path from `metadata.json` ({path: scene} or
+    {path: {"scene": ...}}) or `metadata.csv` (columns path, scene); {} when absent."""
+    for fname in METADATA_FILES:
+        path = root / fname
+        if not path.is_file():
+            continue
+        try:
+            if fname.endswith(".json"):
+                raw = json.loads(path.read_text())
+                items = {k: (v["scene"] if isinstance(v, Mapping) else v) for k, v in raw.items()}
+            else:
+                with path.open(newline="") as f:
+                    items = {row["path"]: row["scene"] for row in csv.DictReader(f)}
+        except (ValueError, KeyError, TypeError) as err:
+            raise DatasetReadError(f"{path}: cannot parse scene metadata ({err})") from err
+        bad = {v for v in items.values() if v not in SCENES}
+        if bad:
+            raise DatasetReadError(f"{path}: unknown scene class(es) {sorted(bad)}; use {SCENES}")
+        return items
+    return {}
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers
+
+
+class Structured3D(PanoramaDataset):
+    """Structured3D panoramas: `rgb_<lighting>.png` + `depth.png` (uint16 mm range)."""
+
+    kind = "structured3d"
+    default_scene = "indoor"
+
+    def __init__(self, root, *, lighting: str = "rawlight", list_file=None, **kwargs) -> None:
+        root = _root(root)
+        if list_file is not None:
+            records = _records_from_list(root, Path(list_file), self.default_scene)
+        else:
+            pattern = f"scene_*/2D_rendering/*/panorama/full/rgb_{lighting}.png"
+            records = [
+                PanoramaRecord(p, p.with_name("depth.png"), _rel(p, root), self.default_scene)
+                for p in sorted(root.glob(pattern))
+            ]
+        super().__init__(records, **kwargs)
+
+    def load_range(self, rec: PanoramaRecord) -> np.ndarray:
+        raw = read_uint16_png(rec.depth)
+        rng = raw.astype(np.float32) / STRUCTURED3D_DEPTH_SCALE
+        return np.where(raw == 0, np.float32(np.nan), rng)
+
+
+class Stanford2D3D(PanoramaDataset):
+    """Stanford2D3D panoramas: `pano/rgb/*_rgb.png` + `pano/depth/*_depth.png` (uint16 / 512)."""
+
+    kind = "stanford2d3d"
+    default_scene = "indoor"
+
+    def __init__(self, root, *, list_file=None, **kwargs) -> None:
+        root = _root(root)
+        if list_file is not None:
+            records = _records_from_list(root, Path(list_file), self.default_scene)
+        else:
+            records = []
+            for p in sorted(root.glob("**/pano/rgb/*_rgb.png")):
+                depth = p.parent.parent / "depth" / (p.name[: -len("_rgb.png")] + "_depth.png")
+                records.append(PanoramaRecord(p, depth, _rel(p, root), self.default_scene))
+        super().__init__(records, **kwargs)
+
+    def load_range(self, rec: PanoramaRecord) -> np.ndarray:
+        raw = read_uint16_png(rec.depth)
+        rng = raw.astype(np.float32) / STANFORD_DEPTH_SCALE
+        return np.where((raw == STANFORD_MISSING) | (raw == 0), np.float32(np.nan), rng)
+
+
+class Matterport3D(PanoramaDataset):
+    """Matterport3D 360° renderings: `*_emission_center_0.png` + `*_depth_center_0.exr`."""
+
+    kind = "matterport3d"
+    default_scene = "indoor"
+    RGB_SUFFIX = "_emission_center_0.png"
+    DEPTH_SUFFIX = "_depth_center_0.exr"
+
+    def __init__(self, root, *, list_file=None, **kwargs) -> None:
+        root = _root(root)
+        if list_file is not None:
+            records = _records_from_list(root, Path(list_file), self.default_scene)
+        else:
+            records = [
+                PanoramaRecord(
+                    p,
+                    p.with_name(p.name[: -len(self.RGB_SUFFIX)] + self.DEPTH_SUFFIX),
+                    _rel(p, root),
+                    self.default_scene,
+                )
+                for p in sorted(root.glob(f"**/*{self.RGB_SUFFIX}"))
+            ]
+        super().__init__(records, **kwargs)
+
+    def load_range(self, rec: PanoramaRecord) -> np.ndarray:
+        rng = read_exr_depth(rec.depth)
+        return np.where(np.isfinite(rng) & (rng > 0), rng, np.float32(np.nan))
+
+
+class Deep360(PanoramaDataset):
+    """Deep360: Cassini `rgb/<id>_rgb<k>.png` + `depth/<id>_depth.npz`, resampled to ERP.
+
+    The ERP of a Cassini image Hc x Wc is Wc x Hc (spec §8). RGB is truncated back to uint8
+    after bilinear resampling, as the official reader does.
+    """
+
+    kind = "deep360"
+    default_scene = "outdoor"
+
+    def __init__(self, root, *, list_file=None, **kwargs) -> None:
+        root = _root(root)
+        if list_file is not None:
+            records = _records_from_list(root, Path(list_file), self.default_scene)
+        else:
+            records = []
+            for p in sorted(root.glob("**/rgb/*_rgb*.png")):
+                stem = p.name[: p.name.rindex("_rgb")]
+                depth = p.parent.parent / "depth" / f"{stem}_depth.npz"
+                records.append(PanoramaRecord(p, depth, _rel(p, root), self.default_scene))
+        super().__init__(records, **kwargs)
+
+    def load_rgb(self, rec: PanoramaRecord) -> np.ndarray:
+        from dap_core.geometry import cassini_to_erp
+
+        cas = read_rgb(rec.rgb).transpose(2, 0, 1).astype(np.float32)  # [3, Hc, Wc]
+        erp = cassini_to_erp(cas)  # [3, Wc, Hc]
+        return np.clip(erp, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+    def load_range(self, rec: PanoramaRecord) -> np.ndarray:
+        from dap_core.geometry import cassini_to_erp
+
+        cas = read_npy_range(rec.depth)
+        return cassini_to_erp(cas[None])[0].astype(np.float32)
+
+
+class Dap2mFolder(PanoramaDataset):
+    """DAP-2M-style folder: RGB images with `erp_distance` range arrays (.npy, metres).
+
+    For an image `<dir>/<stem>.<ext>` the range is the first file that exists of
+    `<dir>/<stem with 'rgb' replaced by 'erp_distance'>.npy`, `<dir>/erp_distance_<stem>.npy`,
+    `<dir>/<stem>_erp_distance.npy` and `<dir>/../erp_distance/<stem>.npy`. Images without a
+    range file are skipped at discovery (counted in `.skipped`). Scene classes come from
+    `metadata.json` / `metadata.csv` at the root when present.
+    """
+
+    kind = "dap2m"
+
+    def __init__(self, root, *, list_file=None, **kwargs) -> None:
+        root = _root(root)
+        meta = load_scene_metadata(root)
+        if list_file is not None:
+            records = [
+                PanoramaRecord(r.rgb, r.depth, r.name, meta.get(r.name, ""))
+                for r in _records_from_list(root, Path(list_file), "")
+            ]
+            super().__init__(records, **kwargs)
+            return
+        records, unpaired = [], []
+        for p in _find_images(root):
+            if "erp_distance" in p.stem:
+                continue
+            depth = self._find_range(p)
+            if depth is None:
+                unpaired.append(str(p))
+                continue
+            name = _rel(p, root)
+            records.append(PanoramaRecord(p, depth, name, meta.get(name, "")))
+        super().__init__(records, **kwargs)
+        self.skipped.extend(f"{p}: no erp_distance file" for p in unpaired)
+
+    @staticmethod
+    def _find_range(image: Path) -> Path | None:
+        stem, parent = image.stem, image.parent
+        candidates = [
+            parent / f"{stem.replace('rgb', 'erp_distance')}.npy" if "rgb" in stem else None,
+            parent / f"erp_distance_{stem}.npy",
+            parent / f"{stem}_erp_distance.npy",
+            parent.parent / "erp_distance" / f"{stem}.npy",
+        ]
+        return next((c for c in candidates if c is not None and c.is_file()), None)
+
+    def load_range(self, rec: PanoramaRecord) -> np.ndarray:
+        rng = read_npy_range(rec.depth)
+        return np.where(np.isnan(rng) | (rng <= 0), np.float32(np.nan), rng)
+
+
+class UnlabeledFolder(PanoramaDataset):
+    """Any folder of ERP images (recursive); range is all nan, `labeled` False."""
+
+    kind = "unlabeled"
+
+    def __init__(self, root, *, list_file=None, **kwargs) -> None:
+        root = _root(root)
+        meta = load_scene_metadata(root)
+        if list_file is not None:
+            paths = [r.rgb for r in _records_from_list(root, Path(list_file), "")]
+        else:
+            paths = list(_find_images(root))
+        records = [
+            PanoramaRecord(p, None, _rel(p, root), meta.get(_rel(p, root), "")) for p in paths
+        ]
+        kwargs.setdefault("domain", "real")
+        super().__init__(records, **kwargs)
+
+
+def _find_images(root: Path):
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic data and hidden ground truth
+
+
+class SyntheticDataset(Dataset):
+    """The procedural generator (`dap_core.data.synthetic`) in this module's item format."""
+
+    kind = "synthetic"
+
+    def __init__(
+        self,
+        length: int,
+        *,
+        size: tuple[int, int] = (256, 512),
+        domain: str = "sim",
+        seed_offset: int = 0,
+        scenes: Sequence[str] = SCENES,
+    ) -> None:
+        from dap_core.data.synthetic import SyntheticPanoramaDataset
+
+        self.inner = SyntheticPanoramaDataset(
+            length, size[0], size[1], domain=domain, seed_offset=seed_offset, scenes=tuple(scenes)
+        )
+        self.domain = domain
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.inner[index])
+        valid = item["valid"].bool()
+        item["range_m"] = torch.where(valid, item["range_m"].float(), torch.nan)
+        item["valid"] = valid
+        item.setdefault("name", f"{self.domain}/{item.get('seed', index)}")
+        item["index"] = index
+        item["labeled"] = True
+        return item
+
+
+class HiddenLabels(Dataset):
+    """An unlabeled view of a labeled dataset: training sees no range, evaluation can.
+
+    Items have range nan and valid False (labeled False); `ground_truth(i)` returns the
+    original item. Used for the real-like synthetic domain, whose labels only measure.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.kind = f"hidden({getattr(dataset, 'kind', type(dataset).__name__)})"
+
+    @property
+    def skipped(self) -> list[str]:
+        return getattr(self.dataset, "skipped", [])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.dataset[index])
+        item["range_m"] = torch.full_like(item["range_m"], torch.nan)
+        item["valid"] = torch.zeros_like(item["valid"])
+        item["labeled"] = False
+        return item
+
+    def ground_truth(self, index: int) -> dict[str, Any]:
+        return self.dataset[index]
+
+
+# ----------------------------------------------------------------------------------------------
+# Factory for configs and the command line
+
+READERS: dict[str, Callable[..., Dataset]] = {
+    "structured3d": Structured3D,
+    "stanford2d3d": Stanford2D3D,
+    "matterport3d": Matterport3D,
+    "deep360": Deep360,
+    "dap2m": Dap2mFolder,
+    "unlabeled": UnlabeledFolder,
+    "synthetic": SyntheticDataset,
+}
+
+
+def build_dataset(spec: Mapping[str, Any]) -> Dataset:
+    """Build a dataset from a config mapping: {"type": name, ...reader kwargs...}.
+
+    Extra key "hide_labels": true wraps it in `HiddenLabels`. `size` may be a list [H, W].
+    """
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in READERS:
+        raise ValueError(f"unknown dataset type {kind!r}; known: {sorted(READERS)}")
+    hide = bool(spec.pop("hide_labels", False))
+    if "size" in spec and spec["size"] is not None:
+        spec["size"] = tuple(int(v) for v in spec["size"])
+    try:
+        dataset = READERS[kind](**spec)
+    except TypeError as err:
+        raise ValueError(f"bad options for dataset {kind!r}: {err}") from err
+    return HiddenLabels(dataset) if hide else dataset
