@@ -38,6 +38,8 @@ setup(
         "plyfile>=1.0",
         "tensorboard>=2.14",
         "huggingface_hub>=0.20",
+        # Matterport3D depth is EXR; the opencv-python wheels are built without OpenEXR.
+        "openexr>=3.2",
     ],
     extras_require={
         "ros": ["ros-rclpy", "ros-sensor-msgs", "ros-rmw-fastrtps-cpp", "ros-diagnostic-msgs"],
