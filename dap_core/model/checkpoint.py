@@ -1,0 +1,278 @@
+"""Checkpoint I/O: our format (safetensors + config.json), key checks, and safe file reading.
+
+Our format: `<dir>/model.safetensors` (float32 state dict of `DAP`, config JSON also in its
+metadata) and `<dir>/config.json` (`DAPConfig.to_dict()`). Official `.pth` files go through
+`dap_core.model.official`. Nothing here unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from dap_core.model.config import DAPConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_NAME = "dap_ros"
+MASK_HEAD_FORMAT = "dap_ros_mask_head"
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+_MAX_NAMES_SHOWN = 8
+
+
+# --------------------------------------------------------------- key checks
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_NAMES_SHOWN])
+    more = len(keys) - _MAX_NAMES_SHOWN
+    return shown + (f" (and {more} more)" if more > 0 else "")
+
+
+def check_state_dict(
+    expected: dict[str, torch.Size],
+    state: dict[str, torch.Tensor],
+    source: str,
+    *,
+    allow_missing: bool = False,
+    allow_unexpected: bool = False,
+) -> tuple[list[str], list[str]]:
+    """Compare keys and shapes; raise ValueError naming the offending keys.
+
+    Returns (missing, unexpected) when those are allowed. Shape mismatches always raise.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing and not allow_missing:
+        raise ValueError(f"{source}: missing {len(missing)} key(s): {_names(missing)}")
+    if unexpected and not allow_unexpected:
+        raise ValueError(f"{source}: {len(unexpected)} unexpected key(s): {_names(unexpected)}")
+    for key in sorted(set(expected) & set(state)):
+        if tuple(state[key].shape) != tuple(expected[key]):
+            raise ValueError(
+                f"{source}: shape mismatch for {key}: file has {tuple(state[key].shape)}, "
+                f"the model expects {tuple(expected[key])}"
+            )
+    return missing, unexpected
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN/inf anywhere (a NaN `bias_mask` or `periods` would poison every output)."""
+    for key, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        # Broadcast (stride-0) dimensions hold one value: look at it once.
+        for dim in range(tensor.dim()):
+            if tensor.stride(dim) == 0 and tensor.shape[dim] > 1:
+                tensor = tensor.narrow(dim, 0, 1)
+        low, high = torch.aminmax(tensor.detach())
+        if not (torch.isfinite(low) and torch.isfinite(high)):
+            raise ValueError(f"{source}: non-finite values (NaN or inf) in {key}")
+
+
+def model_shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def assign_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a complete, checked state dict into a model built on the meta device."""
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors left unloaded after assign: {_names(left)}")
+
+
+# ------------------------------------------------------------- file reading
+def read_torch_state_dict(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """torch.load(weights_only=True), memory-mapped when possible, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        try:
+            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            obj = torch.load(path, map_location=map_location, weights_only=True)  # legacy format
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"refused to load {path}: it holds Python objects other than tensors, or is not a "
+            f"torch checkpoint (loaded with weights_only=True; arbitrary pickles never run): {err}"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f"cannot read {path}: corrupt or truncated checkpoint ({err})") from err
+    return _as_state_dict(obj, path)
+
+
+def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    # Training scripts often wrap the state dict; accept the two common wrappers.
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__})")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise ValueError(f"{path}: entries that are not tensors: {_names(bad)}")
+    return obj
+
+
+def read_safetensors(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a .safetensors file, with clear errors for corrupt files."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as err:  # safetensors raises its own error types for bad headers/sizes
+        raise ValueError(f"cannot read {path}: corrupt or truncated safetensors ({err})") from err
+    return tensors, metadata
+
+
+# --------------------------------------------------------------- our format
+def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _float32_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in state.items()}
+
+
+def save_model(model, directory: str | Path) -> Path:  # type: ignore[no-untyped-def]
+    """Write `directory`/model.safetensors + config.json (float32, contiguous)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    config_json = model.config.to_json()
+    state = _float32_cpu(model.state_dict())
+    metadata = {"format": FORMAT_NAME, "config": config_json}
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p, metadata=metadata))
+    _atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(config_json + "\n"))
+    return directory
+
+
+def _read_config(path: Path) -> DAPConfig:
+    try:
+        return DAPConfig.from_json(path.read_text())
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ValueError(f"bad model config {path}: {err}") from err
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu"):  # type: ignore[no-untyped-def]
+    """Load a DAP from our directory, our .safetensors, or an official checkpoint."""
+    from dap_core.model.dap import DAP
+    from dap_core.model.official import is_official_state_dict, load_official
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    if path.is_dir():
+        weights, config_path = path / WEIGHTS_FILE, path / CONFIG_FILE
+    elif path.suffix == ".safetensors":
+        weights, config_path = path, path.parent / CONFIG_FILE
+    elif path.suffix in OFFICIAL_SUFFIXES:
+        return load_official(path, map_location=map_location)
+    else:
+        raise ValueError(
+            f"unknown model file type {path.name!r}: expected a directory, a .safetensors file "
+            f"or an official checkpoint ({', '.join(OFFICIAL_SUFFIXES)})"
+        )
+    state, metadata = read_safetensors(weights, map_location)
+    if is_official_state_dict(state):
+        return load_official(state, map_location=map_location, source_name=str(weights))
+    if config_path.is_file():
+        config = _read_config(config_path)
+    elif "config" in metadata:
+        config = DAPConfig.from_json(metadata["config"])
+    else:
+        raise FileNotFoundError(f"no {CONFIG_FILE} beside {weights} and none in its metadata")
+    with torch.device("meta"):
+        model = DAP(config)
+    source = str(weights)
+    check_state_dict(model_shapes(model), state, source)
+    check_finite(state, source)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    assign_state_dict(model, state)
+    return model.eval()
+
+
+# ------------------------------------------------------- single mask heads
+def save_mask_head(model, threshold_m: int, path: str | Path) -> Path:  # type: ignore[no-untyped-def]
+    """One range-mask head as safetensors; metadata holds what must match when loading."""
+    from safetensors.torch import save_file
+
+    head = model.mask_head(threshold_m)
+    state = _float32_cpu(head.state_dict())
+    metadata = {
+        "format": MASK_HEAD_FORMAT,
+        "threshold_m": str(int(threshold_m)),
+        "meaning": model.config.mask_head_meaning,
+        "head": json.dumps(_head_signature(model.config)),
+    }
+    path = Path(path)
+    _atomic_write(path, lambda p: save_file(state, p, metadata=metadata))
+    return path
+
+
+def _head_signature(config: DAPConfig) -> dict:
+    return {
+        "embed_dim": config.embed_dim,
+        "head_features": config.head_features,
+        "head_out_channels": list(config.head_out_channels),
+        "head_hidden": config.head_hidden,
+        "patch_size": config.patch_size,
+        "adapter": config.adapter,
+    }
+
+
+def load_mask_head(model, threshold_m: int, path: str | Path) -> None:  # type: ignore[no-untyped-def]
+    """Load one mask head into `model` (adding the head when the model lacks it)."""
+    from dap_core.model.dap import mask_head_name
+
+    path = Path(path)
+    state, metadata = read_safetensors(path, "cpu")
+    if metadata.get("format") != MASK_HEAD_FORMAT:
+        raise ValueError(f"{path} is not a DAP mask-head file (format {metadata.get('format')!r})")
+    if int(metadata.get("threshold_m", -1)) != int(threshold_m):
+        raise ValueError(
+            f"{path} holds the {metadata.get('threshold_m')} m mask head, not {threshold_m} m"
+        )
+    if metadata.get("meaning") != model.config.mask_head_meaning:
+        raise ValueError(
+            f"{path} was trained as a '{metadata.get('meaning')}' head; this model's heads mean "
+            f"'{model.config.mask_head_meaning}'"
+        )
+    signature = json.loads(metadata.get("head", "{}"))
+    if signature != _head_signature(model.config):
+        raise ValueError(
+            f"{path} does not fit this model: head sizes {signature} vs "
+            f"{_head_signature(model.config)}"
+        )
+    if mask_head_name(threshold_m) not in model.heads:
+        model.add_mask_head(threshold_m)
+    head = model.mask_head(threshold_m)
+    check_state_dict({k: v.shape for k, v in head.state_dict().items()}, state, str(path))
+    check_finite(state, str(path))
+    head.load_state_dict(state, strict=True)
