@@ -373,7 +373,8 @@ class DAPLoss(nn.Module):
         pred_masks: Mapping[int, torch.Tensor] | None = None,
         max_range_m: float = 100.0,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss (scalar) and {term: unweighted value, "mask_<T>": ..., "total": ...}.
+        """Total loss (scalar) and a log: each enabled term's unweighted value, "mask_<T>" per
+        threshold, "grad_edge_fraction" (share of valid pixels on edges) and "total".
 
         pred_range_m, gt_range_m [B, 1, H, W] metres (gt: +inf sky, NaN invalid); valid
         [B, 1, H, W] bool; pred_masks {T metres: probability [B, 1, H, W] that range <= T}.
