@@ -1,0 +1,302 @@
+"""numpy <-> sensor_msgs: Image, CompressedImage, PointCloud2, LaserScan. Pure functions, no node.
+
+Decoding validates everything a camera (or a broken bag) can get wrong and raises `InputError`
+with a message naming the problem; the node logs it and waits for the next frame. Encoding
+fills `msg.data` from one copy of a contiguous buffer (never an ndarray or memoryview, which
+the generated setters copy element by element: see shared/notes/ros2_from_pip.md).
+cv_bridge is used for raw images when it is importable; the numpy path is the same conversion.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+import struct
+import sys
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, PointField
+from std_msgs.msg import Header
+
+try:  # a full ROS 2 install has cv_bridge; the pip wheels do not
+    from cv_bridge import CvBridge
+except ImportError:  # pragma: no cover - depends on the install
+    CvBridge = None
+
+__all__ = [
+    "CLOUD_FIELDS",
+    "ENCODING_CHANNELS",
+    "MAX_PANORAMA_WIDTH",
+    "MIN_PANORAMA_HEIGHT",
+    "InputError",
+    "check_panorama_size",
+    "cloud_to_msg",
+    "cloud_to_numpy",
+    "compressed_size",
+    "compressed_to_rgb",
+    "depth_to_msg",
+    "image_to_numpy",
+    "image_to_rgb",
+    "mask_to_msg",
+    "rgb_to_msg",
+    "scan_to_msg",
+]
+
+ENCODING_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+_TO_RGB = {
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+}
+MIN_PANORAMA_HEIGHT = 8  # pixels; smaller "panoramas" are test patterns or garbage
+MAX_PANORAMA_WIDTH = 16384  # pixels; 16K ERP is beyond any 360 camera sold today
+_BIG_ENDIAN = sys.byteorder == "big"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+CLOUD_FIELDS = (
+    PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+    PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+    PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+    # Packed 0x00RRGGBB bits in a float32, the layout RViz's RGB8 colour transformer reads.
+    PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1),
+)
+_CLOUD_DTYPE = np.dtype(
+    {"names": ["x", "y", "z", "rgb"], "formats": ["<f4", "<f4", "<f4", "<u4"], "itemsize": 16}
+)
+
+
+class InputError(ValueError):
+    """An input message the node cannot use. The text names the problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Input: Image / CompressedImage -> RGB
+# ---------------------------------------------------------------------------------------------
+
+
+def check_panorama_size(height: int, width: int) -> None:
+    """Raise InputError unless height x width (pixels) is a usable 2:1 ERP panorama."""
+    if height <= 0 or width <= 0:
+        raise InputError(f"image has zero size ({width}x{height})")
+    if width != 2 * height:
+        raise InputError(
+            f"image is {width}x{height}, not a 2:1 equirectangular panorama (width = 2 x height)"
+        )
+    if height < MIN_PANORAMA_HEIGHT:
+        raise InputError(f"image {width}x{height} is too small (height < {MIN_PANORAMA_HEIGHT})")
+    if width > MAX_PANORAMA_WIDTH:
+        raise InputError(f"image {width}x{height} is absurdly large (width > {MAX_PANORAMA_WIDTH})")
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """RGB pixels of a raw panorama: uint8 [H, W, 3] (a read-only view of msg.data for rgb8).
+
+    Accepts rgb8, bgr8, rgba8, bgra8 and mono8 with any row padding (step). Raises InputError
+    on an unsupported encoding, a non-2:1 or absurd size, a step shorter than a row, or data
+    shorter than step x height.
+    """
+    encoding = msg.encoding
+    if encoding not in ENCODING_CHANNELS:
+        supported = ", ".join(ENCODING_CHANNELS)
+        raise InputError(f"unsupported encoding '{encoding}' (supported: {supported})")
+    height, width = int(msg.height), int(msg.width)
+    check_panorama_size(height, width)
+    channels = ENCODING_CHANNELS[encoding]
+    row_bytes = width * channels
+    step = int(msg.step)
+    if step < row_bytes:
+        raise InputError(f"step {step} is shorter than a row ({width} x {channels} = {row_bytes})")
+    needed = step * height
+    if len(msg.data) < needed:
+        raise InputError(
+            f"data has {len(msg.data)} bytes, shorter than step x height = {step} x {height}"
+            f" = {needed}"
+        )
+    if CvBridge is not None:  # pragma: no cover - only with a full ROS 2 install
+        return np.asarray(CvBridge().imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    rows = np.frombuffer(msg.data, dtype=np.uint8, count=needed).reshape(height, step)
+    pixels = rows[:, :row_bytes].reshape(height, width, channels)  # zero-copy view
+    if encoding == "rgb8":
+        return pixels
+    return cv2.cvtColor(pixels, _TO_RGB[encoding])
+
+
+_JPEG_SOI = b"\xff\xd8"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, ...), which carry the size.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_size(data: bytes) -> tuple[str, int, int]:
+    """(format, height, width) from a JPEG or PNG header, without decoding the pixels.
+
+    Lets the node refuse absurd sizes before the decoder allocates them. Raises InputError
+    when the bytes are neither JPEG nor PNG, or the header is corrupt.
+    """
+    if data[:8] == _PNG_SIGNATURE:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise InputError("corrupt PNG: no IHDR header")
+        width, height = struct.unpack(">II", data[16:24])
+        return "png", height, width
+    if data[:2] != _JPEG_SOI:
+        head = data[:4].hex() if data else "empty"
+        raise InputError(f"compressed image is neither JPEG nor PNG (first bytes: {head})")
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise InputError(f"corrupt JPEG: bad marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length field
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return "jpeg", height, width
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            break
+        pos += 2 + length
+    raise InputError("corrupt JPEG: no frame header (SOF) found")
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """Decoded RGB pixels of a JPEG/PNG panorama, uint8 [H, W, 3].
+
+    The format is read from the bytes (the `format` string varies between publishers). Raises
+    InputError on an empty or corrupt image, or a size that is not a usable 2:1 panorama.
+    """
+    data = bytes(msg.data)
+    if not data:
+        raise InputError("compressed image is empty")
+    kind, height, width = compressed_size(data)
+    check_panorama_size(height, width)
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise InputError(f"corrupt {kind.upper()}: the decoder rejected {len(data)} bytes")
+    if decoded.shape[:2] != (height, width):
+        raise InputError(
+            f"corrupt {kind.upper()}: header says {width}x{height}, decoded"
+            f" {decoded.shape[1]}x{decoded.shape[0]}"
+        )
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output: numpy -> Image / PointCloud2 / LaserScan
+# ---------------------------------------------------------------------------------------------
+
+
+def _byte_array(values: np.ndarray) -> array.array:
+    """One memcpy of a contiguous array into the array.array('B') that msg.data holds."""
+    out = array.array("B")
+    out.frombytes(memoryview(np.ascontiguousarray(values)).cast("B"))
+    return out
+
+
+def _image(header: Header, pixels: np.ndarray, encoding: str, channels: int, itemsize: int):
+    height, width = pixels.shape[:2]
+    msg = Image(header=header, height=height, width=width, encoding=encoding)
+    msg.is_bigendian = int(_BIG_ENDIAN and itemsize > 1)
+    msg.step = width * channels * itemsize
+    msg.data = _byte_array(pixels)
+    return msg
+
+
+def depth_to_msg(range_img: np.ndarray, header: Header) -> Image:
+    """32FC1 Image of a REP 117 range image (float32 [H, W] metres, ±inf, NaN)."""
+    return _image(header, range_img.astype(np.float32, copy=False), "32FC1", 1, 4)
+
+
+def mask_to_msg(within: np.ndarray, header: Header) -> Image:
+    """mono8 Image of a boolean [H, W] mask: 255 inside, 0 outside."""
+    return _image(header, np.multiply(within, np.uint8(255), dtype=np.uint8), "mono8", 1, 1)
+
+
+def rgb_to_msg(rgb: np.ndarray, header: Header) -> Image:
+    """rgb8 Image of uint8 [H, W, 3] RGB pixels."""
+    return _image(header, rgb, "rgb8", 3, 1)
+
+
+def cloud_to_msg(cloud: np.ndarray, header: Header, organized: bool) -> PointCloud2:
+    """PointCloud2 (x, y, z, rgb; 16 bytes a point) of float32 [h, w, 4] records.
+
+    organized: the cloud keeps the image grid (h x w) and marks missing points with NaN
+    (is_dense False); otherwise it must hold only real points (is_dense True).
+    """
+    if cloud.ndim != 3 or cloud.shape[2] != 4 or cloud.dtype != np.float32:
+        raise ValueError(f"cloud must be float32 [h, w, 4], got {cloud.dtype} {cloud.shape}")
+    height, width = cloud.shape[:2]
+    msg = PointCloud2(header=header, height=height, width=width, fields=list(CLOUD_FIELDS))
+    msg.is_bigendian = _BIG_ENDIAN
+    msg.point_step = 16
+    msg.row_step = 16 * width
+    msg.is_dense = not organized
+    msg.data = _byte_array(cloud)
+    return msg
+
+
+def scan_to_msg(
+    ranges: np.ndarray,
+    angle_min: float,
+    angle_increment: float,
+    range_min: float,
+    range_max: float,
+    header: Header,
+    scan_time: float = 0.0,
+) -> LaserScan:
+    """LaserScan of float32 [B] ranges (metres, REP 117), counter-clockwise from angle_min.
+
+    All beams of a panorama are taken at once, so time_increment is 0; scan_time is the time
+    between frames (seconds, 0 when unknown).
+    """
+    msg = LaserScan(header=header)
+    msg.angle_min = float(angle_min)
+    msg.angle_increment = float(angle_increment)
+    msg.angle_max = float(angle_min + (len(ranges) - 1) * angle_increment)
+    msg.time_increment = 0.0
+    msg.scan_time = float(scan_time)
+    msg.range_min = float(range_min)
+    msg.range_max = (
+        float(range_max) if math.isfinite(range_max) else float(np.finfo(np.float32).max)
+    )
+    values = array.array("f")
+    values.frombytes(memoryview(np.ascontiguousarray(ranges, dtype=np.float32)).cast("B"))
+    msg.ranges = values
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers for subscribers and tests
+# ---------------------------------------------------------------------------------------------
+
+_NUMPY_IMAGE = {"32FC1": (np.float32, 1), "mono8": (np.uint8, 1), "rgb8": (np.uint8, 3)}
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """Zero-copy view of a 32FC1 [H, W], mono8 [H, W] or rgb8 [H, W, 3] Image."""
+    if msg.encoding not in _NUMPY_IMAGE:
+        raise ValueError(f"image_to_numpy reads {sorted(_NUMPY_IMAGE)}, got '{msg.encoding}'")
+    dtype, channels = _NUMPY_IMAGE[msg.encoding]
+    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    itemsize = dtype.itemsize * channels
+    rows = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
+    rows = rows.reshape(msg.height, msg.step)[:, : msg.width * itemsize]
+    pixels = np.ascontiguousarray(rows).view(dtype)
+    shape = (msg.height, msg.width) if channels == 1 else (msg.height, msg.width, channels)
+    return pixels.reshape(shape)
+
+
+def cloud_to_numpy(msg: PointCloud2) -> np.ndarray:
+    """Structured [height, width] array (x, y, z float32; rgb uint32) of a cloud from this node."""
+    names = [field.name for field in msg.fields]
+    if names != ["x", "y", "z", "rgb"] or msg.point_step != 16:
+        raise ValueError(f"not an x, y, z, rgb cloud with 16-byte points: {names}")
+    flat = np.frombuffer(msg.data, dtype=_CLOUD_DTYPE, count=msg.height * msg.width)
+    return flat.reshape(msg.height, msg.width)
