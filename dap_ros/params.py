@@ -1,0 +1,262 @@
+"""The node's parameters: one table (name, default, description, range), one frozen settings object.
+
+The table is the single place a parameter is defined. `declare_all` declares it on a node with
+a ParameterDescriptor (description, numeric range, read-only unless it may change at run time);
+`Settings` holds the values the worker reads; `Settings.replaced` checks a change, so the
+parameter callback can refuse a bad combination and swap the object atomically otherwise.
+Distances are metres and heights are z in the panorama frame (REP 103, z up, origin at the
+camera centre).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BACKENDS", "PARAMETERS", "ParamSpec", "Settings", "declare_all", "read_settings"]
+
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: `bounds` is an inclusive numeric range, `choices` the allowed strings;
+    `dynamic` parameters may change while the node runs, the others are read-only."""
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    bounds: tuple[float, float] | None = None
+    _: dataclasses.KW_ONLY
+    choices: tuple[str, ...] | None = None
+    dynamic: bool = False
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # Model
+    ParamSpec(
+        "weights",
+        "",
+        "DAP weights: a directory (model.safetensors + config.json), a .safetensors file or an"
+        " official .pth; empty = the shipped weights/dap_small",
+    ),
+    ParamSpec("backend", "auto", "inference backend", choices=BACKENDS),
+    ParamSpec("device", "cpu", "torch device for the torch backend, e.g. cpu, cuda, cuda:1"),
+    ParamSpec("precision", "fp32", "inference precision", choices=PRECISIONS),
+    ParamSpec("threads", 0, "CPU threads for inference; 0 = the library default", (0, 256)),
+    ParamSpec(
+        "predictor",
+        "",
+        "'module:factory' returning an object with .predict(rgb) -> Prediction and .backend,"
+        " used instead of the DAP runtime (tests, custom backends); empty = dap_core.runtime",
+    ),
+    # Input and QoS
+    ParamSpec(
+        "image_topic",
+        "image",
+        "input topic (sensor_msgs/Image rgb8, bgr8, rgba8, bgra8 or mono8; ERP, width = 2 x"
+        " height); with compressed_input the node subscribes to <image_topic>/compressed",
+    ),
+    ParamSpec("compressed_input", False, "subscribe to CompressedImage (JPEG/PNG) instead"),
+    ParamSpec("input_reliable", False, "RELIABLE input QoS instead of best-effort, depth 1"),
+    ParamSpec("output_reliable", False, "RELIABLE output QoS instead of sensor data"),
+    # Outputs
+    ParamSpec(
+        "frame_id",
+        "",
+        "frame_id of every output (the panorama frame, REP 103); empty = the input's",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "mask_threshold",
+        100,
+        "range mask in metres: pixels the model places beyond it are +inf (no return) in the"
+        " range image, and drop out of the cloud and the scan; the model's heads are 10, 20,"
+        " 50 and 100 m, other values compare the range itself",
+        (1, 1000),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "min_range",
+        0.0,
+        "range below which a pixel is 'too close' (−inf in the range image and scan, no point)",
+        (0.0, 1000.0),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "max_range",
+        100.0,
+        "range above which a pixel is 'no return' (+inf in the range image and scan, no point);"
+        " the scan compares horizontal distance against min_range and max_range",
+        (0.01, 1000.0),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "cloud_stride", 2, "keep every n-th row and column in the cloud", (1, 64), dynamic=True
+    ),
+    ParamSpec(
+        "cloud_organized",
+        True,
+        "organized cloud (image grid, NaN where no point) instead of a dense list of points",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "cloud_min_height", -100.0, "lowest z of cloud points", (-1000.0, 1000.0), dynamic=True
+    ),
+    ParamSpec(
+        "cloud_max_height", 100.0, "highest z of cloud points", (-1000.0, 1000.0), dynamic=True
+    ),
+    ParamSpec(
+        "scan_beams",
+        360,
+        "beams of the 360° scan (equal azimuth sectors; at most the image width)",
+        (1, 16384),
+        dynamic=True,
+    ),
+    ParamSpec("scan_min_height", -0.2, "lowest z of scan points", (-100.0, 100.0), dynamic=True),
+    ParamSpec("scan_max_height", 0.2, "highest z of scan points", (-100.0, 100.0), dynamic=True),
+    ParamSpec(
+        "process_without_subscribers",
+        False,
+        "run inference and publish every output even when nobody subscribes",
+        dynamic=True,
+    ),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Values of every parameter in PARAMETERS (same names); immutable, swapped as a whole."""
+
+    weights: str
+    backend: str
+    device: str
+    precision: str
+    threads: int
+    predictor: str
+    image_topic: str
+    compressed_input: bool
+    input_reliable: bool
+    output_reliable: bool
+    frame_id: str
+    mask_threshold: int
+    min_range: float
+    max_range: float
+    cloud_stride: int
+    cloud_organized: bool
+    cloud_min_height: float
+    cloud_max_height: float
+    scan_beams: int
+    scan_min_height: float
+    scan_max_height: float
+    process_without_subscribers: bool
+    diagnostics_period: float
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        return cls.from_mapping({spec.name: spec.default for spec in PARAMETERS})
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Settings from name -> value; raises ValueError naming the first bad value."""
+        missing = [spec.name for spec in PARAMETERS if spec.name not in values]
+        if missing:
+            raise ValueError(f"missing parameters: {', '.join(missing)}")
+        settings = cls(**{spec.name: _checked(spec, values[spec.name]) for spec in PARAMETERS})
+        settings.check()
+        return settings
+
+    def replaced(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with `changes` applied and checked (ValueError names the problem)."""
+        unknown = sorted(set(changes) - set(_SPECS))
+        if unknown:
+            raise ValueError(f"unknown parameters: {', '.join(unknown)}")
+        return Settings.from_mapping({**dataclasses.asdict(self), **changes})
+
+    def check(self) -> None:
+        """Cross-parameter rules; raises ValueError naming the problem."""
+        for low, high in (
+            ("min_range", "max_range"),
+            ("cloud_min_height", "cloud_max_height"),
+            ("scan_min_height", "scan_max_height"),
+        ):
+            if not getattr(self, low) < getattr(self, high):
+                raise ValueError(
+                    f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})"
+                )
+        if self.predictor and ":" not in self.predictor:
+            raise ValueError(f"predictor must be 'module:factory', got '{self.predictor}'")
+
+    @property
+    def input_topic(self) -> str:
+        return f"{self.image_topic}/compressed" if self.compressed_input else self.image_topic
+
+
+_SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+def _checked(spec: ParamSpec, value: Any) -> bool | int | float | str:
+    """`value` converted to the spec's type and checked against its range or choices."""
+    kind = type(spec.default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # YAML "2" for a float parameter
+    if type(value) is not kind:
+        raise ValueError(f"{spec.name} must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"{spec.name} must be finite, got {value}")
+    if spec.bounds is not None and not spec.bounds[0] <= value <= spec.bounds[1]:
+        raise ValueError(
+            f"{spec.name} must be in [{spec.bounds[0]}, {spec.bounds[1]}], got {value}"
+        )
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"{spec.name} must be one of {', '.join(spec.choices)}, got '{value}'")
+    return value
+
+
+def _descriptor(spec: ParamSpec):
+    from rcl_interfaces.msg import (
+        FloatingPointRange,
+        IntegerRange,
+        ParameterDescriptor,
+        ParameterType,
+    )
+
+    types = {
+        bool: ParameterType.PARAMETER_BOOL,
+        int: ParameterType.PARAMETER_INTEGER,
+        float: ParameterType.PARAMETER_DOUBLE,
+        str: ParameterType.PARAMETER_STRING,
+    }
+    descriptor = ParameterDescriptor(
+        name=spec.name,
+        type=types[type(spec.default)],
+        description=spec.description,
+        read_only=not spec.dynamic,
+    )
+    if spec.bounds is not None and isinstance(spec.default, float):
+        low, high = spec.bounds
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+    elif spec.bounds is not None:
+        low, high = (int(b) for b in spec.bounds)
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+    if spec.choices is not None:
+        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    return descriptor
+
+
+def declare_all(node, specs: Iterable[ParamSpec] = PARAMETERS) -> None:
+    """Declare every parameter on an rclpy node, with its descriptor."""
+    for spec in specs:
+        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+
+
+def read_settings(node) -> Settings:
+    """Settings from a node's declared parameters (ValueError names a bad value)."""
+    return Settings.from_mapping(
+        {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    )
