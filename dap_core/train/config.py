@@ -1,0 +1,251 @@
+"""Training configuration: one YAML file per stage, read into frozen dataclasses.
+
+The three stages share every section; they differ only in `stage`, data sources and the
+`discriminator` / `curation` sections that stage 2 uses (paper §3.2). Unknown keys are
+errors, so a typo in a YAML file never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGES = (1, 2, 3)
+AMP_MODES = ("auto", "bf16", "off")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """preset: DAPConfig preset name; overrides: DAPConfig fields; init: weights to start from
+    (a DAP directory or .safetensors; relative paths are relative to the YAML file)."""
+
+    preset: str = "vits"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    init: str | None = None
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """labeled / unlabeled: lists of dataset specs (see `datasets.build_dataset`).
+
+    size: [H, W] every reader resizes to. augment: colour jitter strength, yaw roll and the
+    horizontal flip probability (the paper's augmentations, applied consistently to geometry).
+    """
+
+    size: tuple[int, int] = (512, 1024)
+    labeled: tuple[Mapping[str, Any], ...] = ()
+    unlabeled: tuple[Mapping[str, Any], ...] = ()
+    color_jitter: float = 0.2
+    yaw_roll: bool = True
+    hflip_prob: float = 0.5
+    num_workers: int = 0
+    on_error: str = "skip"
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """Adam with separate learning rates for the backbone and the decoders (paper §4)."""
+
+    lr_backbone: float = 5e-6
+    lr_decoder: float = 5e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class ScheduleSection:
+    """batch_size is per process; max_steps and time_budget_s (whichever ends first)."""
+
+    batch_size: int = 2
+    max_steps: int = 1000
+    time_budget_s: float | None = None
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    preview_every: int = 500
+
+
+@dataclass(frozen=True)
+class RuntimeSection:
+    """device: "auto" (cuda when present) or a torch device; amp: "auto" = bf16 on GPU only."""
+
+    device: str = "auto"
+    threads: int | None = None
+    amp: str = "auto"
+    deterministic: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class DiscriminatorSection:
+    """Stage 2's PatchGAN: trained with synthetic GT as "real" and labeler output as "fake".
+
+    use_rgb: condition on the RGB image as well as the depth. steps: training iterations.
+    """
+
+    channels: int = 32
+    layers: int = 3
+    use_rgb: bool = True
+    lr: float = 2e-4
+    steps: int = 500
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class CurationSection:
+    """Scoring the unlabeled set and selecting pseudo labels.
+
+    top_k: per scene class ("indoor", "outdoor"); an int count or a float fraction of that
+    class. classifier: "metadata" (fail when a sample has none), "auto" (metadata, else the
+    depth heuristic), "depth" (the heuristic always) or "module:function".
+    """
+
+    top_k: Mapping[str, float] = field(
+        default_factory=lambda: {"indoor": 300000, "outdoor": 300000}
+    )
+    classifier: str = "auto"
+    batch_size: int = 8
+    shard_size: int = 256
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    """Datasets evaluated after training (labels required); max_samples per dataset."""
+
+    datasets: tuple[Mapping[str, Any], ...] = ()
+    max_samples: int | None = None
+    batch_size: int = 4
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One stage of the pipeline. `previous`: output_dir of the stage before (stages 2, 3)."""
+
+    stage: int = 1
+    name: str = "stage1"
+    output_dir: str = "runs/stage1"
+    previous: str | None = None
+    seed: int = 0
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    optim: OptimSection = OptimSection()
+    schedule: ScheduleSection = ScheduleSection()
+    runtime: RuntimeSection = RuntimeSection()
+    loss: Mapping[str, Any] = field(default_factory=dict)
+    discriminator: DiscriminatorSection = DiscriminatorSection()
+    curation: CurationSection = CurationSection()
+    eval: EvalSection = EvalSection()
+    source: str | None = None  # the YAML file this came from (for relative paths)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage}")
+        if self.stage > 1 and not self.previous:
+            raise ValueError(
+                f"stage {self.stage} needs 'previous' (the earlier stage's output_dir)"
+            )
+        if self.runtime.amp not in AMP_MODES:
+            raise ValueError(f"runtime.amp must be one of {AMP_MODES}, got {self.runtime.amp!r}")
+        if self.data.on_error not in ("raise", "skip"):
+            raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.data.on_error!r}")
+        if self.schedule.batch_size < 1 or self.schedule.max_steps < 0:
+            raise ValueError("schedule.batch_size must be >= 1 and max_steps >= 0")
+
+    def resolve(self, path: str | None) -> Path | None:
+        """A path from the config, relative to the YAML file's directory."""
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        if p.is_absolute() or self.source is None:
+            return p
+        return Path(self.source).parent / p
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+SECTIONS = {
+    "model": ModelSection,
+    "data": DataSection,
+    "optim": OptimSection,
+    "schedule": ScheduleSection,
+    "runtime": RuntimeSection,
+    "discriminator": DiscriminatorSection,
+    "curation": CurationSection,
+    "eval": EvalSection,
+}
+
+
+def _section(cls, values: Mapping[str, Any] | None, where: str):
+    values = dict(values or {})
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    for key, value in list(values.items()):
+        if isinstance(value, list):
+            values[key] = tuple(value)
+    return cls(**values)
+
+
+def config_from_dict(raw: Mapping[str, Any], source: str | None = None) -> TrainConfig:
+    """Build a TrainConfig from a parsed YAML mapping (strict: unknown keys are errors)."""
+    raw = dict(raw)
+    sections = {}
+    for name, cls in SECTIONS.items():
+        sections[name] = _section(cls, raw.pop(name, None), name)
+    top = {f.name for f in dataclasses.fields(TrainConfig)} - set(SECTIONS) - {"source"}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise ValueError(f"training config: unknown key(s) {unknown}; known: {sorted(top)}")
+    return TrainConfig(**raw, **sections, source=source)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a stage YAML file; `overrides` are "dotted.key=yaml_value" strings (CLI `--set`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        apply_override(raw, item)
+    try:
+        return config_from_dict(raw, source=str(path))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set raw["a"]["b"] = yaml(value) for "a.b=value"."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and mappings to plain lists and dicts, for YAML/JSON."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

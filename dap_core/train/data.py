@@ -1,0 +1,122 @@
+"""Training data: a resumable, rank-sharded sample stream and per-sample seeded augmentation.
+
+The stream is a deterministic function of (seed, step): global step s uses positions
+[s·B·world, (s+1)·B·world) of an endless sequence of per-epoch permutations, and rank r takes
+its B consecutive positions. Every position also carries its own augmentation seed. So the
+data position in a checkpoint is just the step, resuming replays exactly the same samples and
+augmentations, and the result does not depend on DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from dap_core.train.distributed import DistEnv
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """A 32-bit seed for the sample at a global stream position (SeedSequence hashing)."""
+    return int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
+
+
+class StreamSampler:
+    """Endless batches of (dataset index, augmentation seed) for one rank from `start_step`."""
+
+    def __init__(
+        self, length: int, batch_size: int, env: DistEnv, seed: int, start_step: int = 0
+    ) -> None:
+        if length <= 0:
+            raise ValueError("the training dataset is empty")
+        self.length = length
+        self.batch_size = batch_size
+        self.env = env
+        self.seed = seed
+        self.start_step = start_step
+        self._perm_epoch = -1
+        self._perm = np.arange(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm = rng.permutation(self.length)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        """The (index, seed) pairs this rank reads at global step `step`."""
+        global_batch = self.batch_size * self.env.world_size
+        first = step * global_batch + self.env.rank * self.batch_size
+        out = []
+        for pos in range(first, first + self.batch_size):
+            epoch, offset = divmod(pos, self.length)
+            out.append((int(self._permutation(epoch)[offset]), sample_seed(self.seed, pos)))
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class Augmented(Dataset):
+    """Wraps a dataset: item (index, seed) -> the sample, augmented with that seed."""
+
+    def __init__(self, dataset: Dataset, augment) -> None:
+        self.dataset = dataset
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        index, seed = key if isinstance(key, tuple) else (key, 0)
+        item = self.dataset[index]
+        if self.augment is None:
+            return item
+        return self.augment(item, np.random.default_rng(seed))
+
+
+def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; keep strings and other values as lists."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    env: DistEnv,
+    seed: int,
+    start_step: int,
+    augment=None,
+    num_workers: int = 0,
+) -> DataLoader:
+    """An endless DataLoader that starts at `start_step` (see module docstring)."""
+    sampler = StreamSampler(len(dataset), batch_size, env, seed, start_step)
+    return DataLoader(
+        Augmented(dataset, augment),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=num_workers > 0,
+        # Its own generator: creating the iterator must not consume the global torch RNG,
+        # whose state the checkpoint restores.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def concat(datasets: Sequence[Dataset]) -> Dataset:
+    """One dataset over several (a single one is returned as is)."""
+    if not datasets:
+        raise ValueError("no training datasets configured")
+    return datasets[0] if len(datasets) == 1 else ConcatDataset(list(datasets))

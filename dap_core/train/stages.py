@@ -1,0 +1,263 @@
+"""The three stages of DAP training (paper §3.2), each a short recipe over the one Trainer.
+
+Stage 1 — Scene-Invariant Labeler: train on the labeled (synthetic indoor + outdoor) data.
+Stage 2 — Realism-Invariant Labeler: (a) train the PatchGAN critic with ground truth as
+  "real" and the stage-1 labeler's predictions as "fake"; (b) score every unlabeled sample;
+  (c) split indoor/outdoor and keep the top-K of each; (d) write their pseudo labels;
+  (e) train on labeled + curated pseudo-labeled data, starting from the stage-1 labeler.
+Stage 3 — DAP: pseudo-label every unlabeled sample with the stage-2 labeler and train the
+  final model on labeled + all pseudo-labeled data.
+
+Layout of `output_dir`: `model/` (final weights, DAP.save), `checkpoints/` and `tensorboard/`
+of the main training, `critic/` (stage 2), `curation/` (manifest, selection), `pseudo/`
+(shards), `eval.md` / `eval.json`, `config.yaml` (the resolved config). Every phase skips
+work that is already complete on disk, so `--resume` after a kill at any point continues.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dap_core.data.datasets import build_dataset
+from dap_core.train.config import TrainConfig
+from dap_core.train.data import concat
+from dap_core.train.distributed import DistEnv, barrier
+from dap_core.train.trainer import Trainer, resolve_device
+
+MODEL_DIR = "model"
+
+
+def _datasets(cfg: TrainConfig, specs) -> list:
+    out = []
+    for spec in specs:
+        spec = dict(spec)
+        spec.setdefault("size", list(cfg.data.size))
+        if spec.get("type") != "synthetic":
+            spec.setdefault("on_error", cfg.data.on_error)
+        out.append(build_dataset(spec))
+    return out
+
+
+def _unlabeled(cfg: TrainConfig):
+    if not cfg.data.unlabeled:
+        raise ValueError(f"stage {cfg.stage} needs data.unlabeled datasets")
+    return concat(_datasets(cfg, cfg.data.unlabeled))
+
+
+def _load(path: Path):
+    from dap_core.model import DAP
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the previous stage first")
+    return DAP.load(path)
+
+
+def _log(env: DistEnv, message: str) -> None:
+    if env.is_main:
+        print(message, flush=True)
+
+
+def _train_depth(cfg: TrainConfig, model, dataset, env: DistEnv, out: Path, resume: bool):
+    from dap_core.train.tasks import DepthTask
+
+    final = out / MODEL_DIR
+    if resume and (final / "config.json").is_file():
+        _log(env, f"[{cfg.name}] {final} exists: training already complete")
+        return _load(final)
+    trainer = Trainer(
+        cfg,
+        DepthTask(cfg, model),
+        dataset,
+        env=env,
+        run_dir=out,
+        steps=cfg.schedule.max_steps,
+        batch_size=cfg.schedule.batch_size,
+    )
+    result = trainer.fit(resume=resume)
+    _log(
+        env,
+        f"[{cfg.name}] trained {result.steps} steps in {result.elapsed_s:.0f} s "
+        f"(stopped by {result.stopped_by})",
+    )
+    if env.is_main:
+        model.save(final)
+    barrier(env)
+    return model
+
+
+def _evaluate(cfg: TrainConfig, model, env: DistEnv, out: Path) -> dict[str, Any]:
+    from dap_core.train.evaluate import evaluate_model, format_table, write_results
+
+    if not cfg.eval.datasets or not env.is_main:
+        return {}
+    results = {}
+    for spec in cfg.eval.datasets:
+        spec = dict(spec)
+        name = spec.pop("name", None) or f"{spec.get('type')}:{spec.get('domain', '')}"
+        (dataset,) = _datasets(cfg, [spec])
+        results[name] = evaluate_model(
+            model,
+            dataset,
+            device=resolve_device(cfg, env),
+            batch_size=cfg.eval.batch_size,
+            max_samples=cfg.eval.max_samples,
+        )
+    write_results(results, out)
+    print(format_table(results), flush=True)
+    return results
+
+
+def run_stage(cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> dict[str, Any]:
+    """Run one stage end to end; returns {"model": path, "eval": results, ...}."""
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    if cfg.runtime.deterministic:
+        torch.use_deterministic_algorithms(True)
+    out = Path(cfg.output_dir)
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    barrier(env)
+    stage = {1: _stage1, 2: _stage2, 3: _stage3}[cfg.stage]
+    info = stage(cfg, env, out, resume)
+    info["eval"] = _evaluate(cfg, info.pop("trained"), env, out)
+    return info
+
+
+def _stage1(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str, Any]:
+    from dap_core.train.tasks import build_model
+
+    model = build_model(cfg, cfg.resolve(cfg.model.init))
+    labeled = concat(_datasets(cfg, cfg.data.labeled))
+    model = _train_depth(cfg, model, labeled, env, out, resume)
+    return {"model": str(out / MODEL_DIR), "trained": model}
+
+
+def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str, Any]:
+    from dap_core.train.curation import (
+        PseudoLabelDataset,
+        build_classifier,
+        score_dataset,
+        select_top_k,
+        write_pseudo_labels,
+    )
+    from dap_core.train.tasks import CriticTask, build_model
+
+    device = resolve_device(cfg, env)
+    previous = cfg.resolve(cfg.previous)
+    labeler = _load(previous / MODEL_DIR)
+    labeled = concat(_datasets(cfg, cfg.data.labeled))
+    unlabeled = _unlabeled(cfg)
+
+    # (a) critic: GT "real" vs labeler "fake" on labeled data
+    critic_task = CriticTask(cfg, labeler)
+    d = cfg.discriminator
+    critic_path = out / "critic" / "critic.pt"
+    if resume and critic_path.is_file():
+        critic_task.module.load_state_dict(torch.load(critic_path, map_location="cpu"))
+    else:
+        trainer = Trainer(
+            cfg,
+            critic_task,
+            labeled,
+            env=env,
+            run_dir=out / "critic",
+            steps=d.steps,
+            batch_size=d.batch_size,
+        )
+        result = trainer.fit(resume=resume)
+        _log(env, f"[{cfg.name}] critic: {result.steps} steps, {result.last_logs}")
+        if env.is_main:
+            torch.save(critic_task.module.state_dict(), critic_path)
+        barrier(env)
+    critic = critic_task.module
+
+    # (b, c) score every unlabeled sample, split by scene class, keep the top K of each
+    curation = out / "curation"
+    rows = score_dataset(
+        labeler,
+        critic,
+        unlabeled,
+        curation,
+        env=env,
+        device=device,
+        batch_size=cfg.curation.batch_size,
+        classifier=build_classifier(cfg.curation.classifier),
+    )
+    chosen = select_top_k(rows, cfg.curation.top_k)
+    if env.is_main:
+        (curation / "selected.json").write_text(json.dumps(chosen))
+        _log(env, f"[{cfg.name}] selected {len(chosen)} of {len(rows)} unlabeled samples")
+        summary = curation_summary(rows, chosen)
+        (curation / "summary.json").write_text(json.dumps(summary, indent=1))
+        if "selected_hidden_abs_rel" in summary:
+            _log(
+                env,
+                f"[{cfg.name}] hidden AbsRel of pseudo labels: selected "
+                f"{summary['selected_hidden_abs_rel']:.4f}, rejected "
+                f"{summary['rejected_hidden_abs_rel']:.4f}",
+            )
+
+    # (d) pseudo labels of the selection; (e) realism-invariant labeler
+    pseudo_dir = write_pseudo_labels(
+        labeler,
+        unlabeled,
+        chosen,
+        out / "pseudo",
+        env=env,
+        device=device,
+        batch_size=cfg.curation.batch_size,
+        shard_size=cfg.curation.shard_size,
+    )
+    pseudo = PseudoLabelDataset(pseudo_dir, unlabeled)
+    init = cfg.resolve(cfg.model.init) or previous / MODEL_DIR
+    model = build_model(cfg, init)
+    model = _train_depth(cfg, model, concat([labeled, pseudo]), env, out, resume)
+    return {"model": str(out / MODEL_DIR), "trained": model, "selected": len(chosen)}
+
+
+def _stage3(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str, Any]:
+    from dap_core.train.curation import PseudoLabelDataset, write_pseudo_labels
+    from dap_core.train.tasks import build_model
+
+    device = resolve_device(cfg, env)
+    previous = cfg.resolve(cfg.previous)
+    labeler = _load(previous / MODEL_DIR)
+    labeled = concat(_datasets(cfg, cfg.data.labeled))
+    unlabeled = _unlabeled(cfg)
+    pseudo_dir = write_pseudo_labels(
+        labeler,
+        unlabeled,
+        range(len(unlabeled)),
+        out / "pseudo",
+        env=env,
+        device=device,
+        batch_size=cfg.curation.batch_size,
+        shard_size=cfg.curation.shard_size,
+    )
+    pseudo = PseudoLabelDataset(pseudo_dir, unlabeled)
+    model = build_model(cfg, cfg.resolve(cfg.model.init))
+    model = _train_depth(cfg, model, concat([labeled, pseudo]), env, out, resume)
+    return {"model": str(out / MODEL_DIR), "trained": model}
+
+
+def curation_summary(rows, chosen) -> dict[str, Any]:
+    """Counts per class, and (when ground truth was hidden) the true error of each side."""
+    chosen_set = set(chosen)
+    summary: dict[str, Any] = {"scored": len(rows), "selected": len(chosen_set)}
+    for scene in ("indoor", "outdoor"):
+        group = [r for r in rows if r["scene"] == scene]
+        summary[f"{scene}_scored"] = len(group)
+        summary[f"{scene}_selected"] = sum(r["index"] in chosen_set for r in group)
+    if rows and all("hidden_abs_rel" in r for r in rows):
+        sel = [r["hidden_abs_rel"] for r in rows if r["index"] in chosen_set]
+        rej = [r["hidden_abs_rel"] for r in rows if r["index"] not in chosen_set]
+        if sel and rej:
+            summary["selected_hidden_abs_rel"] = sum(sel) / len(sel)
+            summary["rejected_hidden_abs_rel"] = sum(rej) / len(rej)
+    return summary

@@ -1,0 +1,180 @@
+"""What the one training loop trains: a depth model (stages 1–3) or the stage-2 critic.
+
+A task owns the trainable module, builds its optimizer parameter groups, and turns a batch
+into (loss, logs). The `Trainer` does everything else (data, DDP, autocast, clipping,
+checkpoints, logging), so stages differ only by config and task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dap_core.train.config import TrainConfig
+from dap_core.train.discriminator import DepthCritic, critic_loss, fill_invalid
+
+
+def build_model(cfg: TrainConfig, init: str | Path | None = None):
+    """A DAP from the config's preset and overrides (input size = data.size), optionally
+    initialised from saved weights (which must have the same architecture)."""
+    from dap_core.model import DAP, DAPConfig
+
+    overrides = dict(cfg.model.overrides)
+    overrides.setdefault("input_size", tuple(cfg.data.size))
+    config = DAPConfig.preset(cfg.model.preset, **overrides)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = DAP(config)
+    if init is not None:
+        loaded = DAP.load(init)
+        try:
+            model.load_state_dict(loaded.state_dict())
+        except RuntimeError as err:
+            raise ValueError(
+                f"initial weights {init} do not fit model preset "
+                f"{cfg.model.preset!r} with {overrides}: {err}"
+            ) from err
+    return model
+
+
+def normalize_rgb(rgb: torch.Tensor, config) -> torch.Tensor:
+    """[B, 3, H, W] RGB in [0, 1] -> the model's input (ImageNet mean/std when configured)."""
+    if not config.normalize:
+        return rgb
+    mean = torch.tensor(config.mean, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    return (rgb - mean) / std
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper."""
+    return module.module if hasattr(module, "module") else module
+
+
+def predict_range(model: nn.Module, rgb: torch.Tensor, mask_thresholds=None):
+    """Run a DAP (or its DDP wrapper) on RGB in [0, 1]: (range metres [B,1,H,W], masks)."""
+    inner = unwrap(model)
+    out = model(normalize_rgb(rgb, inner.config), mask_thresholds)
+    if out.depth.shape[-2:] != rgb.shape[-2:]:
+        raise ValueError(
+            f"input size {tuple(rgb.shape[-2:])} is not a multiple of the patch size; "
+            "set data.size to multiples of 16"
+        )
+    return out.depth * inner.config.max_range_m, out.masks
+
+
+class DepthTask:
+    """Train a DAP model with `DAPLoss` on labeled (and pseudo-labeled) batches."""
+
+    name = "depth"
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module) -> None:
+        from dap_core.losses import DAPLoss, LossConfig
+
+        self.cfg = cfg
+        self.module = model
+        self.loss = DAPLoss(LossConfig.from_dict(dict(cfg.loss)))
+        self.thresholds = model.config.mask_thresholds if "mask" in self.loss.config.enabled else ()
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        o = self.cfg.optim
+        backbone = [p for p in self.module.backbone.parameters() if p.requires_grad]
+        decoder = [p for p in self.module.decoder_parameters() if p.requires_grad]
+        return [
+            {"params": backbone, "lr": o.lr_backbone, "name": "backbone"},
+            {"params": decoder, "lr": o.lr_decoder, "name": "decoder"},
+        ]
+
+    def betas(self) -> tuple[float, float]:
+        return tuple(self.cfg.optim.betas)
+
+    def step(self, module: nn.Module, batch: dict[str, Any]):
+        pred, masks = predict_range(module, batch["rgb"], self.thresholds)
+        total, logs = self.loss(
+            pred, batch["range_m"], batch["valid"], masks, unwrap(module).config.max_range_m
+        )
+        return total, logs, pred
+
+
+class CriticTask:
+    """Train the PatchGAN critic against a frozen labeler (stage 2, first phase)."""
+
+    name = "critic"
+
+    def __init__(self, cfg: TrainConfig, labeler: nn.Module) -> None:
+        d = cfg.discriminator
+        self.cfg = cfg
+        self.labeler = labeler.eval().requires_grad_(False)
+        torch.manual_seed(cfg.seed + 1)
+        self.module = DepthCritic(
+            channels=d.channels,
+            layers=d.layers,
+            use_rgb=d.use_rgb,
+            max_range_m=labeler.config.max_range_m,
+        )
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "params": list(self.module.parameters()),
+                "lr": self.cfg.discriminator.lr,
+                "name": "critic",
+            }
+        ]
+
+    def betas(self) -> tuple[float, float]:
+        return (0.5, 0.999)  # the usual GAN setting: a short momentum memory
+
+    def step(self, module: nn.Module, batch: dict[str, Any]):
+        self.labeler.to(batch["rgb"].device)  # no-op after the first step
+        with torch.no_grad():
+            fake, _ = predict_range(self.labeler, batch["rgb"], ())
+            fake = fake.float()
+        real = fill_invalid(batch["range_m"], batch["valid"], fake)
+        rgb = normalize_rgb(batch["rgb"], self.labeler.config)
+        loss, logs = critic_loss(module, real, fake, rgb)
+        return loss, logs, fake
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentation (paper §4: colour jitter, yaw roll, horizontal flip with consistent geometry)
+
+
+def build_augment(cfg: TrainConfig):
+    """A callable (item, numpy Generator) -> augmented item, or None when all are off."""
+    d = cfg.data
+    if d.color_jitter <= 0 and not d.yaw_roll and d.hflip_prob <= 0:
+        return None
+
+    def augment(item: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        from dap_core.geometry import flip_horizontal, yaw_shift
+
+        item = dict(item)
+        width = item["rgb"].shape[-1]
+        if d.yaw_roll:
+            shift = int(rng.integers(0, width))
+            for key in ("rgb", "range_m", "valid"):
+                item[key] = yaw_shift(item[key], shift)
+        if rng.random() < d.hflip_prob:
+            for key in ("rgb", "range_m", "valid"):
+                item[key] = flip_horizontal(item[key])
+        if d.color_jitter > 0:
+            item["rgb"] = color_jitter(item["rgb"], rng, d.color_jitter)
+        return item
+
+    return augment
+
+
+def color_jitter(rgb: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
+    """Brightness, contrast and saturation factors in [1 − s, 1 + s] (torchvision's
+    ColorJitter order); RGB [3, H, W] in [0, 1] stays in [0, 1]."""
+    b, c, s = (1.0 + strength * (2.0 * rng.random(3) - 1.0)).tolist()
+    out = rgb * b
+    gray = (0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2]).mean()
+    out = (out - gray) * c + gray
+    luma = 0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2]
+    out = (out - luma) * s + luma
+    return out.clamp(0.0, 1.0)

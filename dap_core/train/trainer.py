@@ -1,0 +1,282 @@
+"""The one training loop: any task, one process or many (torchrun), resumable exactly.
+
+Per step: next batch from the resumable stream -> task.step under autocast (bf16 on GPU) ->
+backward -> gradient clipping -> Adam. Rank 0 shows tqdm, writes TensorBoard scalars and
+preview images (RGB | prediction | ground truth), and writes atomic checkpoints holding
+module, optimizer, scaler, step, data position, elapsed time and RNG states. Stops at
+`max_steps` or when the time budget is spent, whichever comes first (rank 0 decides, every
+rank follows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from dap_core.train import checkpoint as ckpt
+from dap_core.train.config import TrainConfig
+from dap_core.train.data import make_loader
+from dap_core.train.distributed import DistEnv, all_reduce_mean, barrier, broadcast_flag
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    elapsed_s: float
+    last_logs: dict[str, float]
+    stopped_by: str  # "max_steps" or "time_budget"
+
+
+def resolve_device(cfg: TrainConfig, env: DistEnv) -> torch.device:
+    name = cfg.runtime.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", env.local_rank)
+    return torch.device(name)
+
+
+def autocast_context(cfg: TrainConfig, device: torch.device):
+    """bf16 autocast on GPU for amp "auto"/"bf16"; fp32 elsewhere (CPU bf16 is slow)."""
+    amp = cfg.runtime.amp
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class Trainer:
+    """Runs `task` for `steps` steps on `dataset`; state lives in `run_dir/checkpoints`."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        task,
+        dataset,
+        *,
+        env: DistEnv,
+        run_dir: str | Path,
+        steps: int,
+        batch_size: int,
+    ) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.dataset = dataset
+        self.env = env
+        self.run_dir = Path(run_dir)
+        self.steps = steps
+        self.batch_size = batch_size
+        self.device = resolve_device(cfg, env)
+        self.module = task.module.to(self.device)
+        self.optimizer = torch.optim.Adam(
+            task.param_groups(), betas=task.betas(), weight_decay=cfg.optim.weight_decay
+        )
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]
+        # bf16 needs no loss scaling; the scaler is kept (disabled) so checkpoints have one slot.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+        self.step = 0
+        self.elapsed_s = 0.0
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "step": self.step,
+            "data_position": {
+                "step": self.step,
+                "samples": self.step * self.batch_size * self.env.world_size,
+                "world_size": self.env.world_size,
+            },
+            "elapsed_s": self.elapsed_s,
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("task") != self.task.name:
+            raise ValueError(
+                f"checkpoint is for task {state.get('task')!r}, not {self.task.name!r}"
+            )
+        world = state["data_position"]["world_size"]
+        if world != self.env.world_size:
+            raise ValueError(
+                f"checkpoint was written with {world} process(es); resume with the same number "
+                f"(this run has {self.env.world_size}) so the data position stays exact"
+            )
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.elapsed_s = float(state["elapsed_s"])
+        ckpt.set_rng_state(state["rng"])
+
+    def save(self) -> None:
+        if self.env.is_main:
+            ckpt.save_checkpoint(
+                self.checkpoint_dir, self.state_dict(), keep=self.cfg.schedule.keep_checkpoints
+            )
+        barrier(self.env)
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of this run if there is one; True when resumed."""
+        path = ckpt.find_checkpoint(self.checkpoint_dir)
+        if path is None:
+            return False
+        self.load_state_dict(ckpt.load_checkpoint(path, map_location=self.device))
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        cfg = self.cfg
+        if resume:
+            self.resume()
+        if self.step >= self.steps:
+            return TrainResult(self.step, self.elapsed_s, {}, "max_steps")
+        from dap_core.train.tasks import build_augment
+
+        loader = make_loader(
+            self.dataset,
+            batch_size=self.batch_size,
+            env=self.env,
+            seed=cfg.seed,
+            start_step=self.step,
+            augment=build_augment(cfg),
+            num_workers=cfg.data.num_workers,
+        )
+        model = self.module
+        if self.env.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # DPT's deepest fusion block never uses its first residual unit (as in the
+            # official heads), so some parameters get no gradient by design.
+            model = DistributedDataParallel(
+                self.module, device_ids=ids, find_unused_parameters=True
+            )
+        model.train()
+        writer = self._writer()
+        bar = self._progress()
+        logs: dict[str, float] = {}
+        stopped_by = "max_steps"
+        started = time.monotonic() - self.elapsed_s
+        sched = cfg.schedule
+        batches = iter(loader)
+        while self.step < self.steps:
+            budget_spent = (
+                sched.time_budget_s is not None
+                and time.monotonic() - started >= sched.time_budget_s
+            )
+            if broadcast_flag(budget_spent, self.env, self.device):
+                stopped_by = "time_budget"
+                break
+            batch = _to_device(next(batches), self.device)
+            self._set_lr()
+            with autocast_context(cfg, self.device):
+                loss, logs, pred = self.task.step(model, batch)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss at step {self.step}: {logs}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.module.parameters(), cfg.optim.grad_clip or float("inf")
+            )
+            self.optimizer.step()
+            self.step += 1
+            self.elapsed_s = time.monotonic() - started
+            logs = {**logs, "grad_norm": float(grad_norm)}
+            if self.step % sched.log_every == 0 or self.step == self.steps:
+                logs = all_reduce_mean(logs, self.env, self.device)
+                self._log(writer, bar, logs)
+            if writer is not None and sched.preview_every and self.step % sched.preview_every == 0:
+                self._preview(writer, batch, pred)
+            if sched.checkpoint_every and self.step % sched.checkpoint_every == 0:
+                self.save()
+            if bar is not None:
+                bar.update(1)
+        self.elapsed_s = time.monotonic() - started
+        self.save()
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.step, self.elapsed_s, logs, stopped_by)
+
+    def _set_lr(self) -> None:
+        warmup = self.cfg.optim.warmup_steps
+        factor = min(1.0, (self.step + 1) / warmup) if warmup > 0 else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def _writer(self):
+        if not (self.env.is_main and self.cfg.runtime.tensorboard):
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def _progress(self):
+        if not (self.env.is_main and self.cfg.runtime.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.steps,
+            initial=self.step,
+            desc=f"{self.cfg.name}:{self.task.name}",
+            dynamic_ncols=True,
+        )
+
+    def _log(self, writer, bar, logs: dict[str, float]) -> None:
+        if writer is not None:
+            for key, value in logs.items():
+                writer.add_scalar(f"{self.task.name}/{key}", value, self.step)
+            for group in self.optimizer.param_groups:
+                writer.add_scalar(f"lr/{group.get('name', 'group')}", group["lr"], self.step)
+        if bar is not None:
+            shown = {k: f"{v:.4g}" for k, v in logs.items() if k in ("total", "d_loss", "silog")}
+            bar.set_postfix(shown)
+
+    def _preview(self, writer, batch: dict[str, Any], pred: torch.Tensor) -> None:
+        writer.add_image(
+            f"{self.task.name}/preview", preview_image(batch, pred), self.step, dataformats="HWC"
+        )
+
+
+def preview_image(batch: dict[str, Any], pred: torch.Tensor, max_range_m: float = 100.0):
+    """uint8 [H, 3W, 3]: RGB | predicted range | ground truth of the batch's first sample."""
+    from dap_core.visualize import colorize_range, side_by_side
+
+    rgb = (batch["rgb"][0].detach().float().cpu().permute(1, 2, 0).numpy() * 255).round()
+    pred_m = pred[0, 0].detach().float().cpu().numpy()
+    gt_m = batch["range_m"][0, 0].detach().float().cpu().numpy()
+    # A log-like view of 0..100 m would hide indoor detail; scale to the scene's own range.
+    finite = gt_m[np.isfinite(gt_m)]
+    scale = float(np.percentile(finite, 98)) if finite.size else max_range_m
+    scale = max(scale, 1.0)
+    return side_by_side(
+        [rgb.astype(np.uint8), colorize_range(pred_m, scale), colorize_range(gt_m, scale)]
+    )
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
