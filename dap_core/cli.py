@@ -15,7 +15,11 @@ from collections.abc import Sequence
 from dap_core import __version__
 
 # Modules that each add one or more sub-commands. Order is the order in `dap --help`.
-COMMAND_MODULES: tuple[str, ...] = ("dap_core.commands.info",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "dap_core.commands.info",
+    "dap_core.commands.convert",
+    "dap_core.commands.weights",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -106,8 +105,11 @@ def read_torch_state_dict(
             f"refused to load {path}: it holds Python objects other than tensors, or is not a "
             f"torch checkpoint (loaded with weights_only=True; arbitrary pickles never run): {err}"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"cannot read {path}: corrupt or truncated checkpoint ({err})") from err
+    except Exception as err:  # torch raises many types (RuntimeError, EOFError, IndexError...)
+        raise ValueError(
+            f"cannot read {path}: corrupt or truncated checkpoint, or not a torch file "
+            f"({type(err).__name__}: {err})"
+        ) from err
     return _as_state_dict(obj, path)
 
 

@@ -81,6 +81,8 @@ class DAPConfig:
             bad(f"head dim {self.head_dim} must be a multiple of 4 (RoPE on rows and columns)")
         if len(self.layer_indices) != 4:
             bad(f"layer_indices needs 4 entries, got {self.layer_indices}")
+        if list(self.layer_indices) != sorted(set(self.layer_indices)):
+            bad(f"layer_indices must be strictly increasing, got {self.layer_indices}")
         if not all(0 <= i < self.depth for i in self.layer_indices):
             bad(f"layer_indices {self.layer_indices} out of range for depth {self.depth}")
         if len(self.head_out_channels) != 4:

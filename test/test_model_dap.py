@@ -1,0 +1,265 @@
+"""DAP model behaviour: config, heads on demand, adapters, RoPE, parameter groups, training."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from dap_core.model import DAP, DAPConfig, DAPOutput
+from dap_core.model.adapter import CleanAdapter
+from dap_core.model.config import PRESETS
+from dap_core.model.flops import count_flops
+from dap_core.model.vit import RopePositionEmbedding, rotate_half
+
+# A few-thousand-parameter DAP: every code path of the real ones, milliseconds per forward.
+MICRO = DAPConfig(
+    embed_dim=64,
+    depth=4,
+    num_heads=2,
+    layer_indices=(0, 1, 2, 3),
+    head_features=16,
+    head_out_channels=(8, 16, 32, 32),
+    head_hidden=8,
+    input_size=(64, 128),
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small models: extra threads only add synchronisation, which is slow on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def micro():
+    torch.manual_seed(0)
+    return DAP(MICRO).eval()
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(1))
+
+
+# ------------------------------------------------------------------ config
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_through_json(name):
+    config = DAPConfig.preset(name)
+    assert DAPConfig.from_dict(json.loads(config.to_json())) == config
+    assert config.head_dim == 64  # DINOv3 head width in every preset
+
+
+def test_preset_overrides_and_unknown_names():
+    assert DAPConfig.preset("vits", adapter="official").adapter == "official"
+    with pytest.raises(ValueError, match="unknown DAP preset 'vitz'"):
+        DAPConfig.preset("vitz")
+    with pytest.raises(ValueError, match="unknown field"):
+        DAPConfig.from_dict({"embed_dims": 3})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"adapter": "fancy"}, "adapter must be one of"),
+        ({"layer_indices": (0, 1, 2, 24)}, "out of range"),
+        ({"layer_indices": (0, 2, 1, 3)}, "strictly increasing"),
+        ({"input_size": (500, 1000)}, "multiples of 16"),
+        ({"num_heads": 5}, "not divisible"),
+        ({"mask_thresholds": (10, 10)}, "duplicates"),
+        ({"mask_head_meaning": "maybe"}, "mask_head_meaning"),
+    ],
+)
+def test_invalid_configs_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        DAPConfig.preset("vitl", **change)
+
+
+def test_vitl_flops_match_the_published_count():
+    # ../shared/notes/performance.md §2.1: backbone 1657.5, one head 443.1, total 2543.7 GFLOP.
+    flops = count_flops(DAPConfig.preset("vitl"), 512, 1024, n_mask_heads=1)
+    assert flops.backbone / 1e9 == pytest.approx(1657.5, abs=0.05)
+    assert flops.per_head / 1e9 == pytest.approx(443.1, abs=0.05)
+    assert flops.total / 1e9 == pytest.approx(2543.7, abs=0.05)
+
+
+def test_flop_count_agrees_with_torch_flop_counter(micro):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(1, 3, 80, 160)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        micro(x, mask_thresholds=(10, 50))
+    counted = counter.get_total_flops()
+    # torch's counter skips the CPU attention kernel: add QK^T and PV by hand.
+    tokens = 1 + MICRO.n_storage_tokens + 5 * 10
+    attention = MICRO.depth * 4 * tokens**2 * MICRO.embed_dim
+    assert count_flops(MICRO, 80, 160, n_mask_heads=2).total == counted + attention
+
+
+# ----------------------------------------------------------------- forward
+def test_forward_shapes_and_ranges(micro, x):
+    with torch.no_grad():
+        out = micro(x)
+    assert isinstance(out, DAPOutput)
+    assert out.depth.shape == (2, 1, 64, 128)
+    assert sorted(out.masks) == [10, 20, 50, 100]
+    for t in [out.depth, *out.masks.values()]:
+        assert t.shape == (2, 1, 64, 128)
+        assert ((t > 0) & (t < 1)).all()
+
+
+def _count_head_calls(model):
+    calls = {}
+    hooks = [
+        head.register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls.get(n, 0) + 1))
+        for name, head in model.heads.items()
+    ]
+    return calls, hooks
+
+
+def test_only_the_requested_mask_heads_run(micro, x):
+    calls, hooks = _count_head_calls(micro)
+    try:
+        with torch.no_grad():
+            out = micro(x, mask_thresholds=(50,))
+            assert calls == {"depth": 1, "mask_50": 1}
+            assert list(out.masks) == [50]
+            calls.clear()
+            assert micro(x, mask_thresholds=()).masks == {}
+            assert calls == {"depth": 1}
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_unknown_threshold_is_refused(micro, x):
+    with pytest.raises(ValueError, match=r"no range-mask head for \[30\] m"):
+        micro(x, mask_thresholds=(30,))
+
+
+def test_forward_tensors_is_a_tuple_in_request_order(micro, x):
+    with torch.no_grad():
+        depth, m100, m10 = micro.forward_tensors(x, (100, 10))
+        out = micro(x)
+    assert torch.equal(depth, out.depth)
+    assert torch.equal(m100, out.masks[100]) and torch.equal(m10, out.masks[10])
+
+
+def test_beyond_heads_are_reported_as_within(x):
+    torch.manual_seed(3)
+    within = DAP(MICRO.replace(mask_thresholds=(20,))).eval()
+    beyond = DAP(MICRO.replace(mask_thresholds=(20,), mask_head_meaning="beyond")).eval()
+    beyond.load_state_dict(within.state_dict())
+    with torch.no_grad():
+        a, b = within(x).masks[20], beyond(x).masks[20]
+    assert torch.equal(b, 1.0 - a)
+
+
+def test_forward_official_needs_official_mode(micro, x):
+    with pytest.raises(ValueError, match="official mode"):
+        micro.forward_official(x)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (torch.zeros(3, 64, 128), r"\[B, 3, H, W\]"),
+        (torch.zeros(1, 4, 64, 128), r"\[B, 3, H, W\]"),
+        (torch.zeros(1, 3, 64, 128, dtype=torch.uint8), "must be float"),
+        (torch.zeros(1, 3, 8, 128), "smaller than one 16px patch"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(micro, bad, message):
+    with pytest.raises(ValueError, match=message):
+        micro(bad)
+
+
+def test_clean_adapter_puts_token_r_times_w_plus_c_at_row_r_col_c():
+    tokens = torch.randn(2, 12, 5)
+    grid = CleanAdapter()(tokens, 3, 4)
+    assert grid.shape == (2, 5, 3, 4)
+    for r in range(3):
+        for c in range(4):
+            assert torch.equal(grid[:, :, r, c], tokens[:, r * 4 + c])
+
+
+# -------------------------------------------------------------------- RoPE
+def _rotate(v, sin, cos):
+    return v * cos + rotate_half(v) * sin
+
+
+def test_rope_scores_depend_only_on_the_relative_offset():
+    h, w, head_dim = 6, 12, 32
+    rope = RopePositionEmbedding(head_dim, 100.0, n_prefix_tokens=5)
+    sin, cos = rope(h, w)
+    assert sin.shape == (5 + h * w, head_dim)
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(head_dim, generator=gen), torch.randn(head_dim, generator=gen)
+
+    def score(p, s):  # q at patch p, k at patch s: (row, col)
+        i, j = 5 + p[0] * w + p[1], 5 + s[0] * w + s[1]
+        return (_rotate(q, sin[i], cos[i]) * _rotate(k, sin[j], cos[j])).sum()
+
+    offset_a = score((1, 2), (3, 7))
+    offset_b = score((2, 4), (4, 9))  # same offset (2, 5), elsewhere on the grid
+    other = score((2, 4), (4, 8))
+    assert offset_a == pytest.approx(offset_b.item(), abs=1e-5)
+    assert abs(offset_a - other) > 1e-3
+
+
+def test_rope_leaves_class_and_storage_tokens_unrotated():
+    sin, cos = RopePositionEmbedding(64, 100.0, n_prefix_tokens=5)(4, 8)
+    assert torch.equal(sin[:5], torch.zeros(5, 64)) and torch.equal(cos[:5], torch.ones(5, 64))
+    # Patch 0 sits at normalised (row, col) = (-7/8, -15/16) for a 4x8 grid.
+    assert sin[5, 0].item() == pytest.approx(math.sin(2 * math.pi * (-0.75)), abs=1e-6)
+
+
+def test_rope_cache_follows_loaded_periods(micro):
+    rope = micro.backbone.rope_embed
+    sin_before = rope(4, 8)[0].clone()
+    state = {"periods": rope.periods * 2}
+    original = rope.periods.clone()
+    try:
+        rope.load_state_dict(state)
+        assert not torch.equal(rope(4, 8)[0], sin_before)
+    finally:
+        rope.load_state_dict({"periods": original})
+    assert torch.equal(rope(4, 8)[0], sin_before)
+
+
+def test_table_made_in_inference_mode_works_for_training(x):
+    model = DAP(MICRO.replace(mask_thresholds=(10,)))
+    with torch.inference_mode():
+        model(x)  # fills the RoPE cache with tables made outside inference mode
+    out = model(x)
+    (out.depth.mean() + out.masks[10].mean()).backward()
+    assert model.backbone.blocks[0].attn.qkv.weight.grad is not None
+
+
+# ------------------------------------------------- heads and param groups
+def test_backbone_and_decoder_parameters_partition_the_model(micro):
+    backbone = {id(p) for p in micro.backbone.parameters()}
+    decoder = {id(p) for p in micro.decoder_parameters()}
+    assert backbone.isdisjoint(decoder)
+    assert backbone | decoder == {id(p) for p in micro.parameters()}
+
+
+def test_a_mask_head_trains_on_its_own(x):
+    torch.manual_seed(0)
+    model = DAP(MICRO)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    params = model.freeze_all_but_mask_head(50)
+    assert {id(p) for p in params} == {id(p) for p in model.mask_head(50).parameters()}
+    optimizer = torch.optim.SGD(params, lr=0.5)
+    target = (torch.rand(2, 1, 64, 128) > 0.5).float()
+    out = model(x, mask_thresholds=(50,))
+    torch.nn.functional.binary_cross_entropy(out.masks[50], target).backward()
+    optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("heads.mask_50.") for k in changed)
+    assert all(p.grad is None for p in model.backbone.parameters())
