@@ -41,5 +41,5 @@ class OfficialAdapter(nn.Module):
         else:
             grid = kept.transpose(1, 2).reshape(B, C, n, 1)
             grid = F.interpolate(grid, size=(h * w, 1), mode="bilinear", align_corners=False)
-            grid = grid.squeeze(-1).reshape(B, C, h, w)
+            grid = grid.reshape(B, C, h, w)  # = squeeze(-1).reshape; no ONNX `If` on export
         return grid.contiguous()

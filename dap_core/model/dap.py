@@ -96,10 +96,19 @@ class DAP(nn.Module):
     def forward_tensors(
         self, x: torch.Tensor, mask_thresholds: Iterable[int] | None = None
     ) -> tuple[torch.Tensor, ...]:
-        """(depth, mask_T1, mask_T2, ...) in the order asked: a plain tuple for export."""
+        """(depth, mask_T1, mask_T2, ...) in the order asked: a plain tuple for export.
+
+        Call `precompute(H, W)` (or run one forward) before exporting at a fixed size so that
+        the RoPE sin/cos tables are baked in as constants.
+        """
         thresholds = self._resolve_thresholds(mask_thresholds)
         out = self.forward(x, thresholds)
         return (out.depth, *(out.masks[t] for t in thresholds))
+
+    def precompute(self, height: int, width: int) -> None:
+        """Build the cached RoPE tables for input size (height, width) in pixels."""
+        p = self.config.patch_size
+        self.backbone.rope_embed(height // p, width // p)
 
     def forward_official(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The released model's raw outputs, bit-exact: {'pred_depth', 'pred_mask'} [B,1,H',W'].
@@ -201,6 +210,8 @@ def _resize(t: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 
 def _check_input(x: torch.Tensor, patch_size: int) -> None:
+    if torch.jit.is_tracing():  # shapes are traced tensors there; the export fixes them anyway
+        return
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"DAP input must be a [B, 3, H, W] tensor, got {shape}")

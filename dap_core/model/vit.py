@@ -68,6 +68,7 @@ class RopePositionEmbedding(nn.Module):
 
     def forward(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(sin, cos) [n_prefix + h*w, head_dim]; prefix rows are (0, 1) = no rotation."""
+        h, w = int(h), int(w)  # traced shapes are tensors; a fixed-size export wants constants
         key = (h, w, self.periods.device, self.periods.dtype)
         cached = self._cache.get(key)
         if cached is None:

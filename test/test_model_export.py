@@ -1,0 +1,56 @@
+"""DAP exports to ONNX at a fixed size without control flow, and onnxruntime agrees with torch."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import pytest
+import torch
+
+from dap_core.model import DAP, DAPConfig
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+MICRO = DAPConfig(
+    embed_dim=64,
+    depth=4,
+    num_heads=2,
+    layer_indices=(0, 1, 2, 3),
+    head_features=16,
+    head_out_channels=(8, 16, 32, 32),
+    head_hidden=8,
+    adapter="official",
+    mask_thresholds=(10, 100),
+    input_size=(64, 128),
+)
+
+
+class _Export(torch.nn.Module):
+    def __init__(self, model: DAP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model.forward_tensors(x, (100,))
+
+
+def test_fixed_size_onnx_export_has_no_control_flow_and_matches(tmp_path):
+    torch.manual_seed(0)
+    model = DAP(MICRO).eval()
+    model.precompute(64, 128)
+    x = torch.randn(1, 3, 64, 128)
+    path = tmp_path / "dap.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(_Export(model).eval(), (x,), str(path), dynamo=False, opset_version=18)
+    ops = Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    assert ops["If"] == 0 and ops["Loop"] == 0
+    assert ops["Sin"] == 0 and ops["Cos"] == 0  # RoPE tables baked as constants
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    depth, mask = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected_depth, expected_mask = model.forward_tensors(x, (100,))
+    assert abs(depth - expected_depth.numpy()).max() < 1e-5
+    assert abs(mask - expected_mask.numpy()).max() < 1e-5
