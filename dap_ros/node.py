@@ -85,6 +85,10 @@ def _default_weights() -> Path:
     )
 
 
+def _input_size(height: int) -> tuple[int, int] | None:
+    return (height, 2 * height) if height else None  # 0: keep the weights' own input size
+
+
 def load_predictor(settings: Settings) -> PredictorLike:
     """The model the node serves: `settings.predictor` ('module:factory') or a DAP Predictor."""
     if settings.predictor:
@@ -101,6 +105,7 @@ def load_predictor(settings: Settings) -> PredictorLike:
             backend=settings.backend,
             device=settings.device,
             precision=settings.precision,
+            input_size=_input_size(settings.input_height),
             threads=settings.threads or None,
         )
     if not callable(getattr(predictor, "predict", None)) or not hasattr(predictor, "backend"):

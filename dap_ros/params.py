@@ -47,6 +47,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "auto", "inference backend", choices=BACKENDS),
     ParamSpec("device", "cpu", "torch device for the torch backend, e.g. cpu, cuda, cuda:1"),
     ParamSpec("precision", "fp32", "inference precision", choices=PRECISIONS),
+    ParamSpec(
+        "input_height",
+        0,
+        "model input height in pixels (multiple of 16; width = 2 x height); 0 = the size in"
+        " the weights' config. Smaller is faster and coarser",
+        (0, 4096),
+    ),
     ParamSpec("threads", 0, "CPU threads for inference; 0 = the library default", (0, 256)),
     ParamSpec(
         "predictor",
@@ -137,6 +144,7 @@ class Settings:
     backend: str
     device: str
     precision: str
+    input_height: int
     threads: int
     predictor: str
     image_topic: str
@@ -189,6 +197,8 @@ class Settings:
                 raise ValueError(
                     f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})"
                 )
+        if self.input_height % 16:
+            raise ValueError(f"input_height must be a multiple of 16, got {self.input_height}")
         if self.predictor and ":" not in self.predictor:
             raise ValueError(f"predictor must be 'module:factory', got '{self.predictor}'")
 

@@ -41,6 +41,7 @@ def test_config_yaml_sets_every_parameter_with_its_default(repo_root):
         ({"scan_min_height": 0.5}, "scan_min_height .* must be below scan_max_height"),
         ({"cloud_max_height": -2000.0}, "cloud_max_height must be in"),
         ({"cloud_stride": 0}, "cloud_stride must be in"),
+        ({"input_height": 100}, "multiple of 16"),
         ({"mask_threshold": 10.5}, "mask_threshold must be int"),
         ({"backend": "cuda"}, "backend must be one of"),
         ({"predictor": "no_colon"}, "module:factory"),
