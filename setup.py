@@ -24,7 +24,7 @@ setup(
         (f"share/{PACKAGE}/weights", sorted(glob("weights/*/*"))),
         # launch_ros looks for executables in lib/<package>; pip ignores setup.cfg's
         # install_scripts, so the launcher is shipped there as a data file too.
-        (f"lib/{PACKAGE}", ["scripts/dap_node"]),
+        (f"lib/{PACKAGE}", ["scripts/dap_node", "scripts/dap_camera_sim"]),
     ],
     install_requires=[
         "numpy>=1.24",
@@ -58,6 +58,7 @@ setup(
         "console_scripts": [
             "dap = dap_core.cli:main",
             "dap_node = dap_ros.node:main",
+            "dap_camera_sim = dap_ros.camera_sim:main",
         ],
     },
 )

@@ -39,6 +39,7 @@ __all__ = [
     "image_to_numpy",
     "image_to_rgb",
     "mask_to_msg",
+    "rgb_to_compressed",
     "rgb_to_msg",
     "scan_to_msg",
 ]
@@ -222,6 +223,19 @@ def mask_to_msg(within: np.ndarray, header: Header) -> Image:
 def rgb_to_msg(rgb: np.ndarray, header: Header) -> Image:
     """rgb8 Image of uint8 [H, W, 3] RGB pixels."""
     return _image(header, rgb, "rgb8", 3, 1)
+
+
+def rgb_to_compressed(rgb: np.ndarray, header: Header, quality: int = 90) -> CompressedImage:
+    """JPEG CompressedImage (format "rgb8; jpeg compressed bgr8", as image_transport writes it)
+    of uint8 [H, W, 3] RGB pixels; quality 1..100."""
+    ok, jpeg = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ValueError(f"JPEG encoding failed for an image of shape {rgb.shape}")
+    msg = CompressedImage(header=header, format="rgb8; jpeg compressed bgr8")
+    msg.data = _byte_array(jpeg)
+    return msg
 
 
 def cloud_to_msg(cloud: np.ndarray, header: Header, organized: bool) -> PointCloud2:

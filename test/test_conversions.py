@@ -130,6 +130,15 @@ def test_jpeg_decodes_close_to_the_original():
     assert np.abs(decoded.astype(int) - smooth).mean() < 3.0  # channel order kept (R, G, B)
 
 
+def test_rgb_to_compressed_round_trips_through_the_decoder():
+    smooth = np.zeros((H, W, 3), np.uint8)
+    smooth[..., 1] = np.linspace(0, 255, W, dtype=np.uint8)[None, :]
+    msg = conv.rgb_to_compressed(smooth, header(), quality=95)
+    assert msg.format.endswith("jpeg compressed bgr8") and msg.header.frame_id == "pano"
+    decoded = conv.compressed_to_rgb(msg)
+    assert np.abs(decoded.astype(int) - smooth).mean() < 3.0
+
+
 def _png_header(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
