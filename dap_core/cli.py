@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dap_core.commands.info",
     "dap_core.commands.convert",
     "dap_core.commands.weights",
+    "dap_core.commands.synth",
 )
 
 

@@ -253,3 +253,21 @@ def test_dataset_items_are_deterministic_tensors():
         ds[4]
     batch = torch.utils.data.default_collate([ds[0], ds[2]])
     assert batch["rgb"].shape == (2, 3, H, W)
+
+
+def test_dap_synth_writes_samples_and_previews(tmp_path):
+    from dap_core.cli import main
+
+    assert (
+        main(["synth", "--out", str(tmp_path), "--n", "2", "--size", "16x32", "--seed", "40"]) == 0
+    )
+    rng = np.load(tmp_path / "00041_range.npy")
+    assert rng.shape == (16, 32) and rng.dtype == np.float32
+    assert rng.tobytes() == generate_panorama(41, 16, 32).range_m.tobytes()
+    import cv2
+
+    rgb = cv2.imread(str(tmp_path / "00040_rgb.png"))[:, :, ::-1]
+    assert rgb.tobytes() == generate_panorama(40, 16, 32).rgb.tobytes()
+    assert cv2.imread(str(tmp_path / "00040_preview.png")).shape[1] >= 3 * 32
+    assert (tmp_path / "index.csv").read_text().count("\n") == 3
+    assert main(["synth", "--out", str(tmp_path), "--size", "16x16"]) == 1  # W must be 2H
