@@ -1,24 +1,92 @@
-"""Launch the DAP node with the package's parameter file."""
+"""Launch the DAP perception node, optionally with a simulated 360° camera and RViz.
+
+    ros2 launch dap_ros dap.launch.py image_topic:=/camera/image weights:=/path/to/weights
+    ros2 launch dap_ros dap.launch.py sim:=true rviz:=true
+
+Arguments left empty keep the value from `params_file` (default: the installed
+config/dap.yaml). The node and the simulated camera run with the Fast DDS large-data profile
+(config/fastdds_large_data.xml): without it, best-effort subscribers in other processes
+(RViz, Nav2) receive none of the large images and clouds.
+"""
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+PACKAGE = "dap_ros"
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
 
-def generate_launch_description() -> LaunchDescription:
-    share = get_package_share_directory("dap_ros")
-    params = DeclareLaunchArgument(
-        "params_file", default_value=os.path.join(share, "config", "dap.yaml")
-    )
-    node = Node(
-        package="dap_ros",
+# (argument, default, description)
+ARGUMENTS = (
+    ("params_file", "", "node parameters (YAML); empty = the installed config/dap.yaml"),
+    ("weights", "", "DAP weights (directory, .safetensors or official .pth); empty = params"),
+    ("backend", "", "auto | torch | onnxruntime | tensorrt; empty = params"),
+    ("image_topic", "", "input panorama topic; empty = params ('image')"),
+    ("compressed", "", "true: subscribe to <image_topic>/compressed; empty = params"),
+    ("namespace", "", "namespace of the node (and of its topics)"),
+    ("sim", "false", "also start the simulated 360 camera (dap_camera_sim)"),
+    ("rviz", "false", "also start RViz with config/dap.rviz"),
+)
+
+
+def _flag(name: str, text: str) -> bool:
+    if text.lower() in TRUE_WORDS:
+        return True
+    if text.lower() in FALSE_WORDS:
+        return False
+    raise RuntimeError(f"launch argument {name}:={text} is neither true nor false")
+
+
+def _actions(context):
+    share = get_package_share_directory(PACKAGE)
+    value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    params_file = value["params_file"] or os.path.join(share, "config", "dap.yaml")
+    overrides = {key: value[key] for key in ("weights", "backend", "image_topic") if value[key]}
+    if value["compressed"]:
+        overrides["compressed_input"] = _flag("compressed", value["compressed"])
+    large_data = {
+        "FASTDDS_DEFAULT_PROFILES_FILE": os.path.join(share, "config", "fastdds_large_data.xml")
+    }
+    dap = Node(
+        package=PACKAGE,
         executable="dap_node",
         name="dap",
-        parameters=[LaunchConfiguration("params_file")],
+        namespace=value["namespace"],
+        parameters=[params_file, overrides],
+        additional_env=large_data,
         output="screen",
     )
-    return LaunchDescription([params, node])
+    topic = overrides.get("image_topic", "image")
+    camera = Node(
+        package=PACKAGE,
+        executable="dap_camera_sim",
+        name="camera_sim",
+        namespace=value["namespace"],
+        parameters=[{"compressed": overrides.get("compressed_input", False)}],
+        remappings=[("image", topic), ("image/compressed", f"{topic}/compressed")],
+        additional_env=large_data,
+        output="screen",
+        condition=IfCondition(LaunchConfiguration("sim")),
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        arguments=["-d", os.path.join(share, "config", "dap.rviz")],
+        output="screen",
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )
+    return [dap, camera, rviz]
+
+
+def generate_launch_description() -> LaunchDescription:
+    arguments = [
+        DeclareLaunchArgument(name, default_value=default, description=description)
+        for name, default, description in ARGUMENTS
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_actions)])

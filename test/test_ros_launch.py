@@ -1,0 +1,92 @@
+"""launch/dap.launch.py and config/dap.rviz.
+
+The launch file needs launch_ros, which a full ROS 2 install has and the pip wheels do not; its
+tests skip without it. CI runs the node itself as `python -m dap_ros.node --ros-args
+--params-file config/dap.yaml` (test_ros_node.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ros
+
+EXPECTED_ARGUMENTS = {
+    "params_file",
+    "weights",
+    "backend",
+    "image_topic",
+    "compressed",
+    "namespace",
+    "sim",
+    "rviz",
+}
+NODE_TOPICS = {"/points", "/scan", "/depth/colored", "/range_mask/image"}
+
+
+def test_launch_file_is_valid_python(repo_root):
+    source = (repo_root / "launch" / "dap.launch.py").read_text()
+    compile(source, "dap.launch.py", "exec")  # raises SyntaxError when broken
+    assert "generate_launch_description" in source
+
+
+@pytest.fixture
+def launch_module(repo_root, monkeypatch):
+    pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI: needs a ROS 2 install")
+    spec = importlib.util.spec_from_file_location(
+        "dap_launch", repo_root / "launch" / "dap.launch.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Resolve the package share directory to the checkout, installed or not.
+    monkeypatch.setattr(module, "get_package_share_directory", lambda _: str(repo_root))
+    return module
+
+
+def _context(module, **arguments):
+    from launch import LaunchContext
+
+    context = LaunchContext()
+    values = {name: default for name, default, _ in module.ARGUMENTS}
+    values.update(arguments)
+    for name, value in values.items():
+        context.launch_configurations[name] = value
+    return context
+
+
+def test_launch_declares_the_documented_arguments(launch_module):
+    from launch.actions import DeclareLaunchArgument
+
+    description = launch_module.generate_launch_description()
+    declared = {e.name for e in description.entities if isinstance(e, DeclareLaunchArgument)}
+    assert declared == EXPECTED_ARGUMENTS
+
+
+def test_launch_starts_the_node_the_camera_and_rviz(launch_module):
+    actions = launch_module._actions(_context(launch_module, weights="/w", compressed="true"))
+    executables = [action.node_executable for action in actions]
+    assert executables == ["dap_node", "dap_camera_sim", "rviz2"]
+
+
+def test_launch_refuses_a_non_boolean_compressed_flag(launch_module):
+    with pytest.raises(RuntimeError, match="compressed:=maybe"):
+        launch_module._actions(_context(launch_module, compressed="maybe"))
+
+
+def test_rviz_config_shows_cloud_scan_range_image_and_mask(repo_root):
+    config = yaml.safe_load((repo_root / "config" / "dap.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"]: d for d in displays if "Topic" in d}
+    assert set(topics) == NODE_TOPICS
+    assert topics["/points"]["Class"] == "rviz_default_plugins/PointCloud2"
+    assert topics["/points"]["Color Transformer"] == "RGB8"  # the packed rgb field
+    assert topics["/scan"]["Class"] == "rviz_default_plugins/LaserScan"
+    for display in topics.values():
+        assert display["Topic"]["Reliability Policy"] == "Best Effort"
+    fixed_frame = config["Visualization Manager"]["Global Options"]["Fixed Frame"]
+    from dap_ros.camera_sim import SIM_PARAMETERS
+
+    assert fixed_frame == next(p.default for p in SIM_PARAMETERS if p.name == "frame_id")
