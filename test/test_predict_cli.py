@@ -1,0 +1,115 @@
+"""`dap predict`, `dap export onnx`, `dap build-engine` from the command line (in process)."""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from dap_export_helpers import FIXTURE_SIZE, fixture_onnx_path, load_fixture_model
+from plyfile import PlyData
+
+from dap_core import io
+from dap_core.cli import main
+from dap_core.export.onnx import read_onnx_info
+from dap_core.runtime import Predictor
+
+
+@pytest.fixture(scope="module")
+def weights_dir(official_fixtures, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("weights") / "fixture"
+    load_fixture_model(official_fixtures).save(directory)
+    return directory
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    directory = tmp_path / "images"
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("hall", "yard"):
+        rgb = rng.integers(0, 256, (96, 192, 3), dtype=np.uint8)
+        cv2.imwrite(str(directory / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (directory / "README.txt").write_text("not an image")
+    return directory
+
+
+def test_predict_writes_every_output_for_each_image(weights_dir, image_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["predict", str(image_dir), "--weights", str(weights_dir), "--out", str(out)]
+    argv += ["--backend", "torch", "--input-size", "64x128", "--ply-stride", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "backend: torch on cpu" in printed and "wrote 2 prediction(s)" in printed
+    predictor = Predictor(weights_dir, backend="torch", input_size=FIXTURE_SIZE)
+    for stem in ("hall", "yard"):
+        range_m = np.load(out / f"{stem}_range.npy")
+        assert range_m.shape == (96, 192) and range_m.dtype == np.float32
+        expected = predictor.predict(io.read_rgb(image_dir / f"{stem}.png")).range_m
+        np.testing.assert_allclose(range_m, expected, atol=1e-4)
+        mm = io.read_range_png16(out / f"{stem}_range_mm.png")
+        near, far = range_m < 65.5, range_m > 65.535
+        np.testing.assert_allclose(mm[near], range_m[near], atol=5e-4 + 1e-6)
+        assert np.isinf(mm[far]).all()
+        colour = cv2.imread(str(out / f"{stem}_range_color.png"))
+        assert colour.shape[1] == 192 and colour.shape[0] > 96
+        mask = cv2.imread(str(out / f"{stem}_within_100m.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (96, 192) and mask.dtype == np.uint8
+        vertex = PlyData.read(str(out / f"{stem}.ply"))["vertex"]
+        assert vertex.count == 48 * 96  # every 2nd row and column, all ranges finite
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".ply") == ["hall.ply", "yard.ply"]
+
+
+def test_predict_runs_an_onnx_file_on_onnxruntime(
+    tmp_path_factory, official_fixtures, image_dir, tmp_path, capsys
+):
+    onnx_path = fixture_onnx_path(tmp_path_factory, official_fixtures)
+    out = tmp_path / "out"
+    argv = ["predict", str(image_dir / "hall.png"), "--weights", str(onnx_path), "--out", str(out)]
+    assert main([*argv, "--no-ply", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "backend: onnxruntime" in capsys.readouterr().out
+    assert (out / "hall_range.npy").is_file() and not (out / "hall.ply").exists()
+
+
+def test_export_command_passes_its_options(
+    weights_dir, tmp_path, monkeypatch, capsys, tmp_path_factory, official_fixtures
+):
+    import dap_core.export.onnx as onnx_export
+
+    calls = {}
+    exported = fixture_onnx_path(tmp_path_factory, official_fixtures)
+
+    def fake_export(model, path, **kwargs):  # the real export is covered by test_export_onnx
+        calls.update(kwargs, path=path, embed_dim=model.config.embed_dim)
+        return read_onnx_info(exported)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    out = tmp_path / "m.onnx"
+    argv = ["export", "onnx", "--weights", str(weights_dir), "--out", str(out)]
+    argv += ["--input-size", "64x128", "--masks", "100", "--dynamic-batch", "--opset", "20"]
+    assert main(argv) == 0
+    assert calls["input_size"] == (64, 128) and calls["mask_thresholds"] == (100,)
+    assert calls["dynamic_batch"] and calls["opset"] == 20 and calls["embed_dim"] == 96
+    assert "onnx.checker passed" in capsys.readouterr().out
+
+
+def test_build_engine_without_tensorrt_is_one_clear_line(
+    tmp_path_factory, official_fixtures, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    onnx_path = fixture_onnx_path(tmp_path_factory, official_fixtures)
+    assert main(["build-engine", str(onnx_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dap build-engine: error: TensorRT is not installed")
+
+
+def test_bad_paths_and_sizes_are_reported(weights_dir, tmp_path, capsys):
+    argv = ["predict", str(tmp_path / "missing"), "--weights", str(weights_dir)]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 1
+    assert "no such image or directory" in capsys.readouterr().err
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((8, 16, 3), np.uint8))
+    argv = ["predict", str(tmp_path / "img"), "--weights", str(weights_dir), "--out", "o"]
+    assert main([*argv, "--input-size", "64by128"]) == 1
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
