@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dap_core.commands.predict",
     "dap_core.commands.export",
     "dap_core.commands.build_engine",
+    "dap_core.commands.bench",
 )
 
 
