@@ -145,7 +145,7 @@ class Predictor:
     mask_thresholds: range masks to compute, metres (None = every head of the model).
     input_size: model input (H, W), multiples of 16 (None = the model's config).
     threads: CPU threads for torch / onnxruntime (None = all cores this process may use).
-    cache_dir: where ONNX exports, engines and backend timings are kept ($DAP_CACHE_DIR).
+    cache_dir: where ONNX exports, engines and backend timings are kept ($DAP_ROS_CACHE).
     """
 
     def __init__(
@@ -174,6 +174,7 @@ class Predictor:
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(self.threads)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
+        self._engine_dir = Path(cache_dir) / "engines" if cache_dir is not None else None
         self.device = _resolve_device(device)
         self.precision = precision
         self._source = _load_source(weights)
@@ -360,7 +361,7 @@ class Predictor:
         import_tensorrt()  # fail early and clearly, before any export work
         onnx_path = self._onnx_path()
         info = read_onnx_info(onnx_path)
-        record = build_engine(onnx_path, self.precision, cache_dir=self.cache_dir / "engines")
+        record = build_engine(onnx_path, self.precision, cache_dir=self._engine_dir)
         batch = info.batch or 1
         shape = (batch, 3, *info.input_size)
         ref_in, ref_out = load_or_make_reference(record, onnx_path, INPUT_NAME, shape)

@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("onnx", help="ONNX file from `dap export onnx`")
     parser.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "bf16"])
-    parser.add_argument("--cache-dir", default=None, help="engine cache (default: $DAP_CACHE_DIR)")
+    parser.add_argument(
+        "--cache-dir", default=None, help="engine cache (default: $DAP_ROS_CACHE/engines)"
+    )
     parser.add_argument("--max-batch", type=int, default=1, help="for dynamic-batch exports")
     parser.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")

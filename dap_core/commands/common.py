@@ -42,7 +42,7 @@ def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input-size", default=None, help="model input HxW (default: config)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores)")
-    parser.add_argument("--cache-dir", default=None, help="exports/engines cache ($DAP_CACHE_DIR)")
+    parser.add_argument("--cache-dir", default=None, help="exports/engines cache ($DAP_ROS_CACHE)")
 
 
 def make_predictor(args: argparse.Namespace):

@@ -1,5 +1,6 @@
 """Export of DAP models: ONNX (onnx.py), mixed precision (mixed_precision.py), TensorRT engines
-(tensorrt.py). Import the submodules directly; this package imports nothing heavy.
+(tensorrt.py), the engine parity gate (parity.py). Import the submodules directly; this package
+imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -7,13 +8,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-CACHE_ENV = "DAP_CACHE_DIR"
+CACHE_ENV = "DAP_ROS_CACHE"  # the same cache root as the downloaded weights (model/hub.py)
 
 
 def cache_root() -> Path:
     """Folder for derived artifacts (ONNX exports, engines, backend timings).
 
-    $DAP_CACHE_DIR when set, else ~/.cache/dap_ros.
+    $DAP_ROS_CACHE when set, else $XDG_CACHE_HOME/dap_ros, else ~/.cache/dap_ros.
     """
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "dap_ros"
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "dap_ros"
