@@ -43,6 +43,7 @@ def tiny_weights(official_fixtures, tmp_path_factory):
     return directory, model.config
 
 
+@pytest.mark.slow  # loads torch and the model in the node process: ~20 s on 2 busy cores
 def test_every_topic_publishes_with_the_real_model(tiny_weights, tmp_path):
     weights, config = tiny_weights
     namespace = f"/model{os.getpid()}"

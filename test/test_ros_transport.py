@@ -113,6 +113,7 @@ def test_best_effort_subscriber_receives_every_full_size_cloud_at_10hz(tmp_path,
         assert (msg.height, msg.width, len(msg.data)) == (H, W, H * W * 16)
 
 
+@pytest.mark.slow  # 6.5 s of 30 Hz input plus a node start: ~20 s on a busy 2-core machine
 def test_overload_at_30hz_drops_frames_keeps_memory_flat_and_reports_it(tmp_path, rgb):
     node, domain, ns = _node(tmp_path, "slow", "ros_oracle:slow_room")
     with node, ros_client(domain) as client:
