@@ -263,3 +263,18 @@ def test_a_mask_head_trains_on_its_own(x):
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("heads.mask_50.") for k in changed)
     assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_bfloat16_model_keeps_fp32_rope_and_stays_close(x):
+    torch.manual_seed(4)
+    model = DAP(MICRO.replace(mask_thresholds=(10,))).eval()
+    with torch.no_grad():
+        reference = model(x)
+        periods = model.backbone.rope_embed.periods.clone()
+        model.to(torch.bfloat16)
+        assert model.backbone.rope_embed.periods.dtype == torch.float32
+        assert torch.equal(model.backbone.rope_embed.periods, periods)
+        out = model(x.to(torch.bfloat16))
+    assert out.depth.dtype == torch.bfloat16
+    assert (out.depth.float() - reference.depth).abs().max() < 0.02
+    assert (out.masks[10].float() - reference.masks[10]).abs().max() < 0.02

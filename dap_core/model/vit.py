@@ -64,7 +64,12 @@ class RopePositionEmbedding(nn.Module):
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         self._cache.clear()  # .to(), .cuda(), .half() move or recast the periods
-        return super()._apply(fn, recurse)
+        periods = self.periods
+        result = super()._apply(fn, recurse)
+        if self.periods.dtype != periods.dtype:
+            # Angles stay fp32 in a bf16/fp16 model (as in DINOv3): keep the exact periods.
+            self.periods = periods.to(self.periods.device)
+        return result
 
     def forward(self, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(sin, cos) [n_prefix + h*w, head_dim]; prefix rows are (0, 1) = no rotation."""
@@ -102,6 +107,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x2, x1], dim=-1)
 
 
+def _apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Rotate in the tables' dtype (fp32), as DINOv3 does, and return in x's dtype."""
+    xr = x.to(sin.dtype)  # no copy for an fp32 model
+    return (xr * cos + rotate_half(xr) * sin).to(x.dtype)
+
+
 class LinearKMaskedBias(nn.Linear):
     """qkv projection whose bias is multiplied by `bias_mask` (1 for q and v, 0 for k)."""
 
@@ -127,9 +138,8 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = (t.transpose(1, 2) for t in torch.unbind(qkv, 2))  # [B, heads, N, d]
-        sin, cos = rope  # [N, d]; prefix rows leave cls/storage tokens unrotated
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        sin, cos = rope  # [N, d] fp32; prefix rows leave cls/storage tokens unrotated
+        q, k = _apply_rope(q, sin, cos), _apply_rope(k, sin, cos)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
