@@ -3,11 +3,11 @@
 Two appearance domains share one geometry distribution:
 - "sim": clean procedural textures, saturated palette, one directional light plus ambient,
   gamma 2.2, lossless.
-- "real_like": other texture statistics (grime, grain, desaturated and tinted palette),
-  point lights with falloff and corner occlusion indoors, cast-shadow-free sun with skylight
-  and distance haze outdoors, then a consumer 360-camera pipeline: exposure and white balance
-  error, dual-fisheye vignetting and stitching exposure step, optical blur, shot and read
-  noise, filmic tone curve and JPEG compression.
+- "real_like": other texture statistics (grime, lower pattern contrast, desaturated and
+  tinted palette); hemispherical skylight, point lights with falloff, corner and contact
+  occlusion indoors, sun shadows and distance haze outdoors; then a consumer 360-camera
+  pipeline: exposure and white-balance error, dual-fisheye vignetting and stitching exposure
+  step, optical blur, shot and read noise, highlight roll-off and JPEG compression.
 
 All colours are linear RGB in [0, 1] until `camera_pipeline` turns them into uint8 sRGB-like
 values. Texture coordinates are metres on the surface, so pattern sizes are metric cues.
@@ -15,6 +15,7 @@ values. Texture coordinates are metres on the surface, so pattern sizes are metr
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import numpy as np
 
 DOMAINS = ("sim", "real_like")
 GAMMA = 2.2
+AUTO_EXPOSURE_KEY = 0.18  # linear mid-grey that metering aims at (real_like camera)
 
 
 def check_domain(domain: str) -> None:
@@ -36,57 +38,69 @@ def check_domain(domain: str) -> None:
 
 
 def hash01(i: np.ndarray, j: np.ndarray, salt: int = 0) -> np.ndarray:
-    """Deterministic pseudo-random value in [0, 1) per integer cell (i, j)."""
-    h = i.astype(np.int64) * 374761393 + np.asarray(j).astype(np.int64) * 668265263
-    h = h + salt * 1442695041
-    h = (h ^ (h >> 13)) * 1274126177
-    h = h ^ (h >> 16)
-    return (h & 0xFFFFFF).astype(np.float32) / np.float32(1 << 24)
+    """Deterministic pseudo-random value in [0, 1) per integer cell (i, j) (float inputs are
+    cell indices, e.g. from np.floor). uint32 arithmetic wraps by design."""
+    h = i.astype(np.int32).view(np.uint32) * np.uint32(374761393)
+    h += np.asarray(j).astype(np.int32).view(np.uint32) * np.uint32(668265263)
+    h += np.uint32((salt * 1442695041) & 0xFFFFFFFF)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(1274126177)
+    h ^= h >> np.uint32(16)
+    return (h & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(1.0 / (1 << 24))
+
+
+def fmod(x: np.ndarray, period: float) -> np.ndarray:
+    """x modulo `period` in [0, period): floor-based, several times faster than np.mod."""
+    p = np.float32(period)
+    return x - np.floor(x * np.float32(1.0 / period)) * p
 
 
 class NoiseBank:
     """Smooth value noise from a few random periodic tiles; deterministic for a generator.
 
-    Each tile is blurred white noise, so plain bilinear lookups are smooth; texel pairs
-    (v[i], v[i+1]) are packed as complex64 so that one gather fetches both.
+    Each tile is blurred white noise, so bilinear lookups (OpenCV `remap`, wrapping at the
+    tile border) are smooth.
     """
 
-    SIZE = 64  # texels per tile side, a power of two
+    SIZE = 64  # texels per tile side
     TEXELS_PER_FEATURE = 4.0
+    _CHUNK = 32000  # remap maps must stay below SHRT_MAX columns
+    _MAX_COORD = 30000.0  # remap's fixed-point coordinates must stay below SHRT_MAX
 
     def __init__(self, rng: np.random.Generator, n_tiles: int = 4):
         raw = rng.random((n_tiles, self.SIZE, self.SIZE)).astype(np.float32)
-        tiles = []
+        self.tiles = []
         for tile in raw:
             # Periodic blur (wrap-padded) keeps the tile seamless.
             pad = np.pad(tile, 8, mode="wrap")
             smooth = cv2.GaussianBlur(pad, (0, 0), 1.2)[8:-8, 8:-8]
             smooth = (smooth - smooth.min()) / max(float(np.ptp(smooth)), 1e-6)
-            pairs = np.stack([smooth, np.roll(smooth, -1, axis=1)], axis=-1)
-            tiles.append(np.ascontiguousarray(pairs).view(np.complex64).reshape(-1))
-        self.tiles = tiles
+            self.tiles.append(np.ascontiguousarray(smooth, dtype=np.float32))
 
     def noise(self, s: np.ndarray, t: np.ndarray, scale: float, k: int = 0) -> np.ndarray:
         """Value noise in [0, 1] with feature size `scale` (same units as s, t)."""
         inv = np.float32(self.TEXELS_PER_FEATURE / scale)
         x = s.astype(np.float32, copy=False) * inv
         y = t.astype(np.float32, copy=False) * inv
-        ix = np.floor(x)
-        iy = np.floor(y)
-        fx = x - ix
-        fy = y - iy
-        n = self.SIZE
-        # & wraps negative cells correctly because SIZE is a power of two; int64 indices keep
-        # np.take on its fast path.
-        i0 = ix.astype(np.int64) & (n - 1)
-        j0 = (iy.astype(np.int64) & (n - 1)) * n
-        j1 = (j0 + n) & (n * n - 1)
+        n = x.shape[0]
+        if n == 0:
+            return x
+        if max(float(np.abs(x).max()), float(np.abs(y).max())) > self._MAX_COORD:
+            period = np.float32(self.SIZE)  # tiles repeat: wrap far coordinates first
+            x -= np.floor(x / period) * period
+            y -= np.floor(y / period) * period
         tile = self.tiles[k % len(self.tiles)]
-        lo = np.take(tile, j0 + i0)
-        hi = np.take(tile, j1 + i0)
-        top = lo.real + (lo.imag - lo.real) * fx
-        bot = hi.real + (hi.imag - hi.real) * fx
-        return top + (bot - top) * fy
+        out = np.empty(n, dtype=np.float32)
+        for i in range(0, n, self._CHUNK):
+            j = min(n, i + self._CHUNK)
+            out[i:j] = cv2.remap(
+                tile,
+                x[i:j].reshape(1, -1),
+                y[i:j].reshape(1, -1),
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_WRAP,
+            )[0]
+        return out
 
     def fbm(self, s: np.ndarray, t: np.ndarray, scale: float, octaves: int = 3) -> np.ndarray:
         """Fractal sum of `octaves` noise layers, normalised to [0, 1]."""
@@ -147,7 +161,6 @@ class Style:
 
     domain: str
     grime: float = 0.0  # amplitude of low-frequency albedo variation
-    grain: float = 0.0  # amplitude of high-frequency albedo variation
     saturation: float = 1.0
     tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
     pattern_contrast: float = 1.0
@@ -160,11 +173,10 @@ class Style:
         tint = 1.0 + rng.uniform(-0.08, 0.08, 3)
         return cls(
             domain,
-            grime=float(rng.uniform(0.15, 0.35)),
-            grain=float(rng.uniform(0.06, 0.15)),
-            saturation=float(rng.uniform(0.45, 0.8)),
+            grime=float(rng.uniform(0.2, 0.45)),
+            saturation=float(rng.uniform(0.55, 0.9)),
             tint=tuple(float(x) for x in tint),
-            pattern_contrast=float(rng.uniform(0.5, 0.9)),
+            pattern_contrast=float(rng.uniform(0.55, 1.0)),
         )
 
 
@@ -181,7 +193,7 @@ def restyle_color(color, style: Style) -> np.ndarray:
 
 def _lines(x: np.ndarray, period: float, width: float) -> np.ndarray:
     """1 on thin lines every `period` (line width `width`), else 0; same units as x."""
-    f = np.mod(x, np.float32(period))
+    f = fmod(x, period)
     return ((f < width * 0.5) | (f > period - width * 0.5)).astype(np.float32)
 
 
@@ -216,7 +228,7 @@ def albedo(
             h, w_cell, off = mat.scale, mat.scale, np.float32(0)
         else:
             h, w_cell = mat.scale, mat.scale * 3.4
-            off = np.mod(np.floor(t / h), 2) * np.float32(0.5 * w_cell)
+            off = fmod(np.floor(t / np.float32(h)), 2) * np.float32(0.5 * w_cell)
         i, j = np.floor((s + off) / w_cell), np.floor(t / h)
         grout = np.maximum(_lines(s + off, w_cell, 0.012), _lines(t, h, 0.012)) * k
         f1 = (1 + 2 * var * (hash01(i, j, salt) - 0.5)) * (1 - grout)
@@ -233,7 +245,7 @@ def albedo(
             1 - 0.6 * k * seam
         )
     elif p == "stripes":
-        f2 = (np.mod(s, np.float32(2 * mat.scale)) < mat.scale).astype(np.float32) * k
+        f2 = (fmod(s, 2 * mat.scale) < mat.scale).astype(np.float32) * k
         f1 = 1 - f2
     elif p == "facade":
         f1, f2 = _facade(mat, s, t, salt)
@@ -268,8 +280,8 @@ def _facade(mat: Material, s: np.ndarray, t: np.ndarray, salt: int):
     """Building wall with a metric window grid: storeys every mat.scale metres."""
     floor_h = np.float32(mat.scale)
     spacing, win_w, win_h, sill = (np.float32(x) for x in mat.extra)
-    fs = np.mod(s, spacing)
-    ft = np.mod(t, floor_h)
+    fs = fmod(s, spacing)
+    ft = fmod(t, floor_h)
     storey = np.floor(t / floor_h)
     window = (np.abs(fs - spacing / 2) < win_w / 2) & (ft > sill) & (ft < sill + win_h)
     window = (window & (storey >= 0)).astype(np.float32)
@@ -280,14 +292,12 @@ def _facade(mat: Material, s: np.ndarray, t: np.ndarray, salt: int):
 
 
 def _weather(s, t, noise: NoiseBank, style: Style, salt: int) -> np.ndarray | None:
-    """Grime and grain factor [N]: the texture statistics that set real_like apart from sim."""
-    if style.grime <= 0 and style.grain <= 0:
+    """Grime factor [N]: low-frequency albedo variation, one texture statistic that sets
+    real_like apart from sim (the other: grain, added by the camera's sensor noise)."""
+    if style.grime <= 0:
         return None
-    g = noise.fbm(s + 3.1 * salt, t, 1.5, octaves=2)
-    out = 1 - np.float32(style.grime) * g
-    grain = noise.noise(s, t + 7.7 * salt, 0.03, k=salt + 2)
-    out *= 1 + np.float32(style.grain) * (2 * grain - 1)
-    return out
+    g = noise.noise(s + np.float32(3.1 * salt), t, 1.2, k=salt)
+    return 1 - np.float32(style.grime) * g
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,31 +340,39 @@ def ground_albedo(
     y = y.astype(np.float32, copy=False)
     if layout.kind == "street":
         ay = np.abs(y)
-        road = ay < layout.road_half
-        walk = (~road) & (ay < layout.road_half + layout.walk)
-        out = albedo(grass, x, y, noise, style, 5)
-        out[walk] = albedo(paving, x[walk], y[walk], noise, style, 6)
-        rx, ry = x[road], y[road]
-        a = albedo(asphalt, rx, ry, noise, style, 7)
-        centre = (np.abs(ry) < 0.07) & (np.mod(rx, layout.dash + layout.gap) < layout.dash)
-        edge = np.abs(np.abs(ry) - (layout.road_half - 0.35)) < 0.07
-        a[centre | edge] = white
-        out[road] = a
+        road = np.flatnonzero(ay < layout.road_half)
+        walk = np.flatnonzero((ay >= layout.road_half) & (ay < layout.road_half + layout.walk))
+        rest = np.flatnonzero(ay >= layout.road_half + layout.walk)
+        out = np.empty((x.shape[0], 3), dtype=np.float32)
+        if rest.size:
+            out[rest] = albedo(grass, x[rest], y[rest], noise, style, 5)
+        if walk.size:
+            out[walk] = albedo(paving, x[walk], y[walk], noise, style, 6)
+        if road.size:
+            rx, ry = x[road], y[road]
+            a = albedo(asphalt, rx, ry, noise, style, 7)
+            period = np.float32(layout.dash + layout.gap)
+            centre = (np.abs(ry) < 0.07) & (fmod(rx, period) < layout.dash)
+            edge = np.abs(np.abs(ry) - np.float32(layout.road_half - 0.35)) < 0.07
+            a[centre | edge] = white
+            out[road] = a
         return out
     if layout.kind == "plaza":
-        paved = np.hypot(x, y) < layout.paved_radius
-        out = albedo(grass, x, y, noise, style, 5)
-        out[paved] = albedo(paving, x[paved], y[paved], noise, style, 6)
-        return out
-    if layout.kind == "grid":
-        half_block = layout.block / 2
-        dx = np.abs(np.mod(x + half_block, layout.block) - half_block)
-        dy = np.abs(np.mod(y + half_block, layout.block) - half_block)
+        paved = (x * x + y * y) < np.float32(layout.paved_radius**2)
+        parts = ((np.flatnonzero(paved), paving, 6), (np.flatnonzero(~paved), grass, 5))
+    elif layout.kind == "grid":
+        half_block = np.float32(layout.block / 2)
+        dx = np.abs(fmod(x + half_block, layout.block) - half_block)
+        dy = np.abs(fmod(y + half_block, layout.block) - half_block)
         road = (dx < layout.road_half) | (dy < layout.road_half)
-        out = albedo(grass, x, y, noise, style, 5)
-        out[road] = albedo(asphalt, x[road], y[road], noise, style, 7)
-        return out
-    raise ValueError(f"unknown ground layout {layout.kind!r}")
+        parts = ((np.flatnonzero(road), asphalt, 7), (np.flatnonzero(~road), grass, 5))
+    else:
+        raise ValueError(f"unknown ground layout {layout.kind!r}")
+    out = np.empty((x.shape[0], 3), dtype=np.float32)
+    for idx, mat, salt in parts:
+        if idx.size:
+            out[idx] = albedo(mat, x[idx], y[idx], noise, style, salt)
+    return out
 
 
 @dataclass(frozen=True)
@@ -382,7 +400,7 @@ def sky_radiance(sky: Sky, d: np.ndarray, noise: NoiseBank, style: Style) -> np.
     if sky.clouds > 0:
         # Clouds painted on a plane 1 km up: they shrink towards the horizon like real ones.
         h = np.float32(1000.0) / np.maximum(d[:, 2], np.float32(0.03))
-        c = noise.fbm(d[:, 0] * h, d[:, 1] * h, 800.0, octaves=4)
+        c = noise.fbm(d[:, 0] * h, d[:, 1] * h, 800.0, octaves=3)
         cover = np.clip((c - np.float32(1 - sky.clouds)) * 3, 0, 1) * np.clip(d[:, 2] * 8, 0, 1)
         out = out * (1 - cover[:, None]) + np.float32(0.9) * cover[:, None]
     return out
@@ -434,9 +452,9 @@ def shade(
         extra = np.zeros(n.shape[0], dtype=np.float32)
         for lp in lighting.points:
             v = np.asarray(lp, dtype=np.float32)[None] - p
-            d2 = (v * v).sum(1)
-            cos = np.maximum((n * v).sum(1), 0) / np.sqrt(d2 + 1e-6)
-            extra += cos / (d2 + 1.0)
+            d2 = np.einsum("ij,ij->i", v, v)
+            cos = np.maximum(np.einsum("ij,ij->i", n, v), 0) / np.sqrt(d2 + np.float32(1e-6))
+            extra += cos / (d2 + np.float32(1.0))
         light += (np.float32(lighting.point_power) * extra)[:, None]
     if occlusion is not None:
         light *= occlusion[:, None]
@@ -451,8 +469,28 @@ _SRGB_LUT = np.round(
 
 def _encode_srgb(x: np.ndarray) -> np.ndarray:
     """Linear [0, 1] -> display uint8 through a lookup table (12-bit linear precision)."""
-    idx = (np.clip(x, 0.0, 1.0) * np.float32(_SRGB_LUT_SIZE - 1) + np.float32(0.5)).astype(np.int32)
-    return np.take(_SRGB_LUT, idx)
+    idx = np.clip(x, 0.0, 1.0)
+    idx *= np.float32(_SRGB_LUT_SIZE - 1)
+    idx += np.float32(0.5)
+    return np.take(_SRGB_LUT, idx.astype(np.intp))
+
+
+@functools.lru_cache(maxsize=1)
+def _gaussian_pool() -> np.ndarray:
+    """A fixed pool of standard normal samples; frames read it at random offsets, which is
+    ~20x cheaper than drawing fresh normals and indistinguishable for sensor noise."""
+    pool = np.random.default_rng(0x5E4504).standard_normal(1 << 22, dtype=np.float32)
+    pool.setflags(write=False)
+    return pool
+
+
+def _sensor_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    n = math.prod(shape)
+    pool = _gaussian_pool()
+    if n > pool.size // 2:
+        return rng.standard_normal(shape, dtype=np.float32)
+    start = int(rng.integers(0, pool.size - n))
+    return pool[start : start + n].reshape(shape)
 
 
 def _blur_wrapped(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -473,13 +511,17 @@ def camera_pipeline(
     if style.domain == "sim":
         return _encode_srgb(radiance)
     img = radiance.astype(np.float32)
-    # Exposure and white-balance error.
-    img *= np.float32(2.0 ** rng.uniform(-0.9, 0.7))
+    # Auto-exposure on the mean log luminance (as a camera meters), then an exposure error of
+    # up to ±0.8 EV, then a white-balance error.
+    sub = img[::4, ::4].reshape(-1, 3) @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    key = float(np.exp(np.mean(np.log(np.maximum(sub, 1e-4)))))
+    target = AUTO_EXPOSURE_KEY * 2.0 ** rng.uniform(-0.8, 0.8)
+    img *= np.float32(target / max(key, 1e-4))
     img *= rng.uniform(0.85, 1.15, 3).astype(np.float32)[None, None]
     # Dual fisheye (lenses along ±x): vignetting towards the stitch at lon = ±90°, and a small
     # exposure step between the two lenses' halves.
     cos_axis = np.abs(np.cos(lon)).astype(np.float32)  # [W], 1 on a lens axis
-    strength = rng.uniform(0.15, 0.4)
+    strength = rng.uniform(0.1, 0.3)
     vignette = 1 - strength * (1 - cos_axis) ** 2
     back = (np.cos(lon) < 0).astype(np.float32)
     step = 1 + rng.uniform(-0.08, 0.08) * back
@@ -487,13 +529,13 @@ def camera_pipeline(
     # Optics blur before the sensor.
     img = _blur_wrapped(img, float(rng.uniform(0.5, 1.3)))
     # Shot and read noise (in linear units of full scale), then a filmic tone curve.
-    shot, read = np.float32(rng.uniform(0.002, 0.008)), np.float32(rng.uniform(0.002, 0.008))
+    shot, read = np.float32(rng.uniform(3e-4, 3e-3)), np.float32(rng.uniform(1e-3, 5e-3))
     sigma = np.sqrt(np.maximum(img, 0) * shot + read * read)
-    img += sigma * rng.standard_normal(img.shape, dtype=np.float32)
+    img += sigma * _sensor_noise(img.shape, rng)
     # Highlight shoulder: linear up to the knee, then an exponential roll-off towards 1.
     knee = np.float32(rng.uniform(0.55, 0.8))
-    over = np.maximum(img - knee, 0)
-    img = np.minimum(img, knee) + (1 - knee) * (1 - np.exp(-over / (1 - knee)))
+    over = img > knee
+    img[over] = knee + (1 - knee) * (1 - np.exp((knee - img[over]) / (1 - knee)))
     out = _encode_srgb(img)
     quality = int(rng.integers(35, 85))
     ok, buf = cv2.imencode(".jpg", out[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])

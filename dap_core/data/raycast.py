@@ -81,22 +81,27 @@ class Box:
 
     def surface(self, p: np.ndarray):
         """(normals [N, 3], material [N], s [N], t [N]) at visible hit points p [N, 3]."""
-        R = _rot_z(self.yaw)
-        h = np.asarray(self.half)
-        pl = (p - np.asarray(self.center)) @ R  # local coordinates
-        axis = np.argmax(np.abs(pl) / h, axis=1)
-        sign = np.sign(pl[np.arange(p.shape[0]), axis])
-        local = np.zeros_like(pl)
-        local[np.arange(p.shape[0]), axis] = sign
-        normals = local @ R.T
-        face = 2 * axis + (sign > 0)
+        c, s = math.cos(self.yaw), math.sin(self.yaw)
+        hx, hy, hz = (np.float32(v) for v in self.half)
+        dx = p[:, 0] - np.float32(self.center[0])
+        dy = p[:, 1] - np.float32(self.center[1])
+        lx = np.float32(c) * dx + np.float32(s) * dy  # local coordinates
+        ly = np.float32(c) * dy - np.float32(s) * dx
+        lz = p[:, 2] - np.float32(self.center[2])
+        # The face is the axis whose normalised coordinate is closest to ±1.
+        ax, ay, az = np.abs(lx) / hx, np.abs(ly) / hy, np.abs(lz) / hz
+        axis = np.where(ax >= ay, np.where(ax >= az, 0, 2), np.where(ay >= az, 1, 2))
+        coord = np.where(axis == 0, lx, np.where(axis == 1, ly, lz))
+        face = 2 * axis + (coord > 0)
+        local = np.zeros((6, 3))
+        local[np.arange(6), np.arange(6) // 2] = np.where(np.arange(6) % 2 == 1, 1.0, -1.0)
+        normals = (local @ _rot_z(self.yaw).T).astype(np.float32)[face]
         mat = np.full(p.shape[0], self.material)
         if self.top_material >= 0:
             mat[face == 5] = self.top_material
-        q = pl + h  # >= 0 on the surface
-        s = np.where(axis == 0, q[:, 1], q[:, 0])
-        t = np.where(axis == 2, q[:, 1], q[:, 2])
-        return normals, mat, s, t
+        u = np.where(axis == 0, ly + hy, lx + hx)  # along the face, >= 0
+        v = np.where(axis == 2, ly + hy, lz + hz)  # up (sides) or across (top, bottom)
+        return normals, mat, u, v
 
 
 @dataclass(frozen=True)

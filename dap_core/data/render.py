@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dap_core.data import appearance as ap
-from dap_core.data.raycast import Box, Cylinder, ground_intersect
+from dap_core.data import occlusion as occ
+from dap_core.data.raycast import Box, Sphere, ground_intersect
 
 SKY_ID, ROOM_ID, SHELL_ID, GROUND_ID, PRIM_BASE = -1, 0, 1, 2, 3
 LAMP_RADIANCE = (3.0, 2.8, 2.4)  # linear radiance of ceiling lamp discs
@@ -55,38 +56,23 @@ def _camera_rays(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return planes, lon.numpy()
 
 
-def _rot_z(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+_PAD_PX = 2.0  # angular margin of every window, in pixels
 
 
-def _window(rel_cam: np.ndarray, radius: float, height: int, width: int):
-    """ERP rows (slice) and columns (slice or index array) that a sphere can cover.
+def _rows_cols(lat_lo, lat_hi, lon_lo, lon_hi, height: int, width: int):
+    """ERP rows (slice) and columns (slice, or index array across the seam) of a lon/lat box.
 
-    rel_cam: sphere centre minus camera position, camera frame. Returns None when empty.
+    lon_lo/lon_hi None: every column. Returns None when no pixel centre can fall inside.
     """
-    dist = float(np.linalg.norm(rel_cam))
-    full = (slice(0, height), slice(0, width))
-    if dist <= radius * 1.001 + 1e-6:
-        return full
-    pad = 2.0 * math.pi / height  # two pixels of angular margin
-    alpha = math.asin(min(radius / dist, 1.0)) + pad
-    lat_c = math.asin(max(-1.0, min(1.0, rel_cam[2] / dist)))
-    lon_c = math.atan2(rel_cam[1], rel_cam[0])
-    lat_hi, lat_lo = lat_c + alpha, lat_c - alpha
     r0 = max(0, math.floor(height * (0.5 - lat_hi / math.pi) - 0.5))
     r1 = min(height, math.ceil(height * (0.5 - lat_lo / math.pi) - 0.5) + 1)
     if r0 >= r1:
         return None
     rows = slice(r0, r1)
-    if lat_hi >= math.pi / 2 or lat_lo <= -math.pi / 2:
+    if lon_lo is None:
         return rows, slice(0, width)
-    sin_dl = math.sin(alpha) / math.cos(max(abs(lat_hi), abs(lat_lo)))
-    if sin_dl >= 1.0:
-        return rows, slice(0, width)
-    dl = math.asin(sin_dl)
-    u0 = math.floor(width / 2 * (1 - (lon_c + dl) / math.pi) - 0.5)
-    u1 = math.ceil(width / 2 * (1 - (lon_c - dl) / math.pi) - 0.5)
+    u0 = math.floor(width / 2 * (1 - lon_hi / math.pi) - 0.5)
+    u1 = math.ceil(width / 2 * (1 - lon_lo / math.pi) - 0.5)
     if u1 - u0 + 1 >= width:
         return rows, slice(0, width)
     if u0 >= 0 and u1 < width:
@@ -94,17 +80,85 @@ def _window(rel_cam: np.ndarray, radius: float, height: int, width: int):
     return rows, np.arange(u0, u1 + 1) % width
 
 
-def _footprint_distance(prim, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Horizontal distance [N] from points to a primitive's footprint (0 inside)."""
+def _sphere_window(rel_cam: np.ndarray, radius: float, height: int, width: int):
+    """Window of a sphere; rel_cam: its centre minus the camera, camera frame."""
+    dist = float(np.linalg.norm(rel_cam))
+    if dist <= radius * 1.001 + 1e-6:
+        return slice(0, height), slice(0, width)
+    pad = _PAD_PX * math.pi / height
+    alpha = math.asin(min(radius / dist, 1.0)) + pad
+    lat_c = math.asin(max(-1.0, min(1.0, rel_cam[2] / dist)))
+    lat_hi, lat_lo = lat_c + alpha, lat_c - alpha
+    if lat_hi >= math.pi / 2 or lat_lo <= -math.pi / 2:
+        return _rows_cols(lat_lo, lat_hi, None, None, height, width)
+    sin_dl = math.sin(alpha) / math.cos(max(abs(lat_hi), abs(lat_lo)))
+    if sin_dl >= 1.0:
+        return _rows_cols(lat_lo, lat_hi, None, None, height, width)
+    lon_c = math.atan2(rel_cam[1], rel_cam[0])
+    dl = math.asin(sin_dl)
+    return _rows_cols(lat_lo, lat_hi, lon_c - dl, lon_c + dl, height, width)
+
+
+def _segment_distance(ax: float, ay: float, bx: float, by: float) -> float:
+    """Distance from the origin to the segment a-b."""
+    ex, ey = bx - ax, by - ay
+    t = max(0.0, min(1.0, -(ax * ex + ay * ey) / max(ex * ex + ey * ey, 1e-12)))
+    return math.hypot(ax + t * ex, ay + t * ey)
+
+
+def _prism_window(corners, dz0: float, dz1: float, height: int, width: int):
+    """Window of a vertical prism: convex footprint `corners` [(x, y)] relative to the camera
+    (camera frame, counter-clockwise), spanning heights dz0..dz1 relative to the camera.
+
+    Tighter than a bounding sphere for walls, buildings and poles.
+    """
+    pad = _PAD_PX * math.pi / height
+    crosses = [
+        ax * by - ay * bx
+        for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1], strict=True)
+    ]
+    if all(c >= 0 for c in crosses):  # the camera is above or below the footprint
+        r_min = 0.0
+    else:
+        r_min = min(
+            _segment_distance(ax, ay, bx, by)
+            for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1], strict=True)
+        )
+    r_max = max(math.hypot(x, y) for x, y in corners)
+    lat_hi = math.atan2(dz1, r_min if dz1 > 0 else r_max) + pad
+    lat_lo = math.atan2(dz0, r_min if dz0 < 0 else r_max) - pad
+    if r_min < 1e-6 or lat_hi >= math.pi / 2 or lat_lo <= -math.pi / 2:
+        return _rows_cols(lat_lo, lat_hi, None, None, height, width)
+    ref = math.atan2(corners[0][1], corners[0][0])
+    rel = [(math.atan2(y, x) - ref + math.pi) % (2 * math.pi) - math.pi for x, y in corners]
+    # Columns near the poles spread: widen the longitude margin by 1 / cos(lat).
+    dl = pad / max(math.cos(max(abs(lat_hi), abs(lat_lo))), 1e-3)
+    return _rows_cols(lat_lo, lat_hi, ref + min(rel) - dl, ref + max(rel) + dl, height, width)
+
+
+def _primitive_window(prim, o: np.ndarray, yaw: float, height: int, width: int):
+    """The ERP window (rows, cols) outside which `prim` cannot appear, or None."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    if isinstance(prim, Sphere):
+        rel = np.asarray(prim.center) - o
+        rel_cam = np.array([c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1], rel[2]])
+        return _sphere_window(rel_cam, prim.radius, height, width)
     if isinstance(prim, Box):
-        c, s = math.cos(prim.yaw), math.sin(prim.yaw)
-        dx, dy = x - prim.center[0], y - prim.center[1]
-        lx = np.maximum(np.abs(c * dx + s * dy) - prim.half[0], 0.0)
-        ly = np.maximum(np.abs(-s * dx + c * dy) - prim.half[1], 0.0)
-        return np.hypot(lx, ly)
-    cx, cy = prim.center[0], prim.center[1]
-    r = prim.radius
-    return np.maximum(np.hypot(x - cx, y - cy) - r, 0.0)
+        cx, cy = prim.center[0], prim.center[1]
+        hx, hy = prim.half[0], prim.half[1]
+        cb, sb = math.cos(prim.yaw), math.sin(prim.yaw)
+        local = ((-hx, -hy), (hx, -hy), (hx, hy), (-hx, hy))
+        world = [(cx + cb * a - sb * b, cy + sb * a + cb * b) for a, b in local]
+    else:  # Cylinder: its bounding square
+        r = prim.radius
+        world = [(prim.x - r, prim.y - r), (prim.x + r, prim.y - r),
+                 (prim.x + r, prim.y + r), (prim.x - r, prim.y + r)]  # fmt: skip
+    corners = []
+    for x, y in world:
+        dx, dy = x - o[0], y - o[1]
+        corners.append((c * dx + s * dy, -s * dx + c * dy))
+    z0, z1 = prim.z_range
+    return _prism_window(corners, z0 - o[2], z1 - o[2], height, width)
 
 
 class _Frame:
@@ -196,85 +250,6 @@ def _room_face(scene, q: np.ndarray, face: int, is_room: bool, noise, style):
     return alb, emit
 
 
-def _occlusion(scene, ids, face, p, prim_on_floor) -> np.ndarray:
-    """Ambient occlusion in (0, 1] [N]: corners, contact and furniture shadows (real_like)."""
-    occ = np.ones(p.shape[0], dtype=np.float32)
-    room = scene.room
-    in_room = ids == ROOM_ID
-    floorish = (in_room & (face == 4)) | (ids == GROUND_ID)
-    if room is not None and in_room.any():
-        q = p[in_room]
-        f = face[in_room]
-        dists = np.stack(
-            [q[:, 0] - room.x0, room.x1 - q[:, 0], q[:, 1] - room.y0, room.y1 - q[:, 1],
-             q[:, 2], room.height - q[:, 2]], axis=1,
-        )  # fmt: skip
-        dists[np.arange(len(f)), f] = np.inf  # a surface does not occlude itself
-        occ[in_room] *= 1 - 0.35 * np.exp(-dists.min(axis=1) / 0.3)
-    prims = ids >= PRIM_BASE
-    occ[prims] *= 1 - 0.3 * np.exp(-p[prims, 2] / 0.25)
-    if floorish.any():
-        fi = np.flatnonzero(floorish)
-        fx, fy = p[fi, 0], p[fi, 1]
-        for prim in prim_on_floor:
-            reach = prim.footprint_radius() + 0.6
-            near = (np.abs(fx - prim.center[0]) < reach) & (np.abs(fy - prim.center[1]) < reach)
-            if near.any():
-                dist = _footprint_distance(prim, fx[near], fy[near])
-                occ[fi[near]] *= 1 - 0.45 * np.exp(-dist / 0.2)
-    return occ
-
-
-def _sun_shadow(scene, p: np.ndarray) -> np.ndarray:
-    """1 where ground points see the sun, 0.35 in the shadow of buildings, trees and cars."""
-    sun = np.asarray(scene.lighting.key_dir)
-    lit = np.ones(p.shape[0], dtype=np.float32)
-    tan_elev = sun[2] / max(math.hypot(sun[0], sun[1]), 1e-6)
-    sxy = sun[:2] / max(np.linalg.norm(sun[:2]), 1e-9)
-    for prim in scene.primitives:
-        z_top = prim.z_range[1]
-        length = z_top / max(tan_elev, 0.05)
-        r = prim.footprint_radius()
-        c = np.asarray(prim.center[:2])
-        tip = c - sxy * length
-        lo, hi = np.minimum(c, tip) - r, np.maximum(c, tip) + r
-        near = (p[:, 0] > lo[0]) & (p[:, 0] < hi[0]) & (p[:, 1] > lo[1]) & (p[:, 1] < hi[1])
-        if not near.any():
-            continue
-        idx = np.flatnonzero(near)
-        hit = _hits_towards(prim, p[idx], sun)
-        lit[idx[hit]] = 0.35
-    return lit
-
-
-def _hits_towards(prim, origins: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Whether rays from many origins [N, 3] along one direction d [3] hit the primitive."""
-    if isinstance(prim, Box):
-        R = _rot_z(prim.yaw)
-        ol = (origins - np.asarray(prim.center)) @ R
-        dl = d @ R
-        h = np.asarray(prim.half)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t1 = (-h - ol) / dl
-            t2 = (h - ol) / dl
-        tn = np.minimum(t1, t2).max(axis=1)
-        tf = np.maximum(t1, t2).min(axis=1)
-        return (tn <= tf) & (tf > 0)
-    if isinstance(prim, Cylinder):
-        ox, oy = origins[:, 0] - prim.x, origins[:, 1] - prim.y
-        a = d[0] ** 2 + d[1] ** 2
-        b = ox * d[0] + oy * d[1]
-        c = ox * ox + oy * oy - prim.radius**2
-        disc = b * b - a * c
-        tt = (-b - np.sqrt(np.maximum(disc, 0))) / max(a, 1e-12)
-        z = origins[:, 2] + tt * d[2]
-        return (disc > 0) & (tt > 0) & (z < prim.z1)
-    oc = origins - np.asarray(prim.center)
-    b = oc @ d
-    c = (oc * oc).sum(1) - prim.radius**2
-    return (b * b - c > 0) & (-b > 0)
-
-
 def render_scene(scene, position, yaw_rad: float, height: int, width: int, domain: str,
                  noise_seed: int) -> PanoramaSample:  # fmt: skip
     """Render `scene` from `position` (xyz metres, world) with camera yaw `yaw_rad`."""
@@ -288,7 +263,6 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
         raise ValueError(f"camera height {o[2]} m must be above the ground")
     rays_cam, lon = _camera_rays(height, width)
     yaw = float(yaw_rad)
-    R = _rot_z(yaw)
     frame = _Frame(o, rays_cam, yaw)
 
     if scene.room is not None:
@@ -297,8 +271,7 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
         frame.t = ground_intersect(o, frame.dz)
         frame.ids[np.isfinite(frame.t)] = GROUND_ID
     for k, prim in enumerate(scene.primitives):
-        rel = R.T @ (np.asarray(prim.center) - o)
-        window = _window(rel, prim.bounding_radius(), height, width)
+        window = _primitive_window(prim, o, yaw, height, width)
         if window is not None:
             frame.cast(prim, PRIM_BASE + k, window)
 
@@ -309,12 +282,13 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     t = frame.t.reshape(-1)
     ids = frame.ids.reshape(-1)
     # Process hit pixels sorted by (object, room face): every group is a contiguous slice.
-    key = ids.astype(np.int32) * 8 + np.where(ids <= SHELL_ID, frame.face.reshape(-1), 0)
+    # int16 keys (< 8 * (3 + primitives)) let numpy use its radix sort.
+    key = ids * np.int16(8) + np.where(ids <= SHELL_ID, frame.face.reshape(-1), 0).astype(np.int16)
     order = np.argsort(key, kind="stable")
     n_sky = int(np.count_nonzero(ids == SKY_ID))
     sky, hit = order[:n_sky], order[n_sky:]  # sky sorts first (id -1)
     key = key[hit]
-    starts = np.flatnonzero(np.diff(key, prepend=np.int32(-1)))
+    starts = np.flatnonzero(np.diff(key, prepend=np.int16(-1)))
     bounds = [*starts[1:].tolist(), hit.shape[0]]
     dxf, dyf, dzf = frame.dx.reshape(-1), frame.dy.reshape(-1), frame.dz.reshape(-1)
     d = np.stack([dxf[hit], dyf[hit], dzf[hit]], axis=1)  # [N, 3]
@@ -322,6 +296,13 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     n = np.empty(p.shape, dtype=np.float32)
     alb = np.empty(p.shape, dtype=np.float32)
     emit = None
+    real = domain == "real_like"
+    occlusion = np.ones(p.shape[0], dtype=np.float32) if real else None
+    contact = sun = None
+    if real and scene.room is not None:
+        contact = occ.ContactMap(scene.room, list(scene.primitives))
+    if real and scene.ground is not None:
+        sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, o)
     for a, b in zip(starts.tolist(), bounds, strict=True):
         obj_id, face = divmod(int(key[a]), 8)
         q = p[a:b]
@@ -331,12 +312,20 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
             if e is not None:
                 emit = np.zeros_like(alb) if emit is None else emit
                 emit[a:b] = e
+            if real and obj_id == ROOM_ID:
+                occlusion[a:b] = occ.room_corner_factor(scene.room, face, q)
+                if face == 4:
+                    occlusion[a:b] *= contact.lookup(q[:, 0], q[:, 1])
         elif obj_id == GROUND_ID:
             n[a:b] = (0.0, 0.0, 1.0)
             alb[a:b] = ap.ground_albedo(scene.ground, q[:, 0], q[:, 1], noise, style)
+            if real:
+                occlusion[a:b] = sun.lookup(q[:, 0], q[:, 1])
         else:
             prim = scene.primitives[obj_id - PRIM_BASE]
             n[a:b], mat_ids, s_uv, t_uv = prim.surface(q)
+            if real:
+                occlusion[a:b] = occ.object_contact_factor(q[:, 2])
             if (mat_ids == mat_ids[0]).all():
                 m = int(mat_ids[0])
                 alb[a:b] = ap.albedo(scene.materials[m], s_uv, t_uv, noise, style, m)
@@ -344,27 +333,26 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
             for m in np.unique(mat_ids).tolist():
                 mm = np.flatnonzero(mat_ids == m)
                 alb[a + mm] = ap.albedo(scene.materials[m], s_uv[mm], t_uv[mm], noise, style, m)
-    h_ids = (key >> 3).astype(np.int16)
-    h_face = (key & 7).astype(np.int8)
 
-    occlusion = None
-    if domain == "real_like":
-        on_floor = [pr for pr in scene.primitives if pr.z_range[0] < 0.05]
-        occlusion = _occlusion(scene, h_ids, h_face, p, on_floor)
-        if scene.ground is not None:
-            ground = h_ids == GROUND_ID
-            occlusion[ground] *= _sun_shadow(scene, p[ground])
-    radiance = np.zeros((t.shape[0], 3), dtype=np.float32)
+    # Assemble in sorted order (sky first), then scatter every pixel once.
     shaded = ap.shade(alb, p, n, d, scene.lighting, style, occlusion)
-    radiance[hit] = shaded if emit is None else shaded + emit
+    if emit is not None:
+        shaded += emit
     if scene.sky is not None and n_sky:
         d_sky = np.stack([dxf[sky], dyf[sky], dzf[sky]], axis=1)
-        radiance[sky] = ap.sky_radiance(scene.sky, d_sky, noise, style)
-    normals = np.zeros((t.shape[0], 3), dtype=np.float32)
+        shaded = np.concatenate([ap.sky_radiance(scene.sky, d_sky, noise, style), shaded])
+    elif n_sky:
+        shaded = np.concatenate([np.zeros((n_sky, 3), dtype=np.float32), shaded])
+    radiance = np.empty((t.shape[0], 3), dtype=np.float32)
+    radiance[order] = shaded
     c, s_ = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
-    normals[hit, 0] = c * n[:, 0] + s_ * n[:, 1]  # world -> camera frame: rotate by -yaw
-    normals[hit, 1] = c * n[:, 1] - s_ * n[:, 0]
-    normals[hit, 2] = n[:, 2]
+    n_cam = np.empty((t.shape[0], 3), dtype=np.float32)
+    n_cam[:n_sky] = 0.0
+    n_cam[n_sky:, 0] = c * n[:, 0] + s_ * n[:, 1]  # world -> camera frame: rotate by -yaw
+    n_cam[n_sky:, 1] = c * n[:, 1] - s_ * n[:, 0]
+    n_cam[n_sky:, 2] = n[:, 2]
+    normals = np.empty_like(n_cam)
+    normals[order] = n_cam
 
     range_m = frame.t.astype(np.float32, copy=False)
     radiance = ap.apply_haze(radiance.reshape(height, width, 3), range_m, scene.lighting, style)

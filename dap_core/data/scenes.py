@@ -612,7 +612,7 @@ def _sky_and_light(b: _Builder, rng: _Rand) -> tuple[Sky, Lighting]:
         key_color=tuple(c * (0.5 if overcast else 1.0) for c in sun_color),
         ambient=u(0.55, 0.75) if overcast else u(0.3, 0.5),
         sky_color=(0.75, 0.85, 1.0),
-        haze_m=u(150, 700),
+        haze_m=u(600, 4000),
         haze_color=sky.horizon,
     )
     return sky, lighting
@@ -744,25 +744,28 @@ def _drone(seed: int, rng: _Rand) -> Scene:
     )
     radius = u(15, 60)
     path = CameraPath(0.0, 0.0, 0.0, radius, 0.0, altitude, 3 * STREET_SPEED)
-    reach = 170.0
+    reach = 200.0
     n_blocks = int(reach // block)
     max_h = altitude - 5.0  # the drone clears every roof
     for i in range(-n_blocks, n_blocks + 1):
         for j in range(-n_blocks, n_blocks + 1):
             cx, cy = i * block + block / 2, j * block + block / 2
             inner = block / 2 - ground.road_half - 2.0
-            for _ in range(int(rng.integers(0, 3))):
-                length, depth = u(8, inner), u(8, inner)
+            for _ in range(int(rng.integers(1, 5))):
+                length, depth = u(8, 1.2 * inner), u(8, 1.2 * inner)
                 x = cx + u(-1, 1) * (inner - length / 2)
                 y = cy + u(-1, 1) * (inner - depth / 2)
                 box = _building(b, x, y, 0.0, length, depth, max_h)
-                if b.fits(x, y, box.footprint_radius() * 0.7, np.empty((0, 2)), 0.0):
-                    b.add([box], x, y, box.footprint_radius() * 0.7)
+                # Circles around rectangles are loose: half the diagonal still avoids overlaps
+                # between the few buildings of one block often enough to look planned.
+                if b.fits(x, y, box.footprint_radius() * 0.5, np.empty((0, 2)), 0.0):
+                    b.add([box], x, y, box.footprint_radius() * 0.5)
             if rng.random() < 0.5:
                 x, y = cx + u(-1, 1) * inner, cy + u(-1, 1) * inner
                 prims, r = _tree(b, x, y)
                 if b.fits(x, y, 1.0, np.empty((0, 2)), 0.0):
                     b.add(prims, x, y, r)
+    _skyline(b)
     sky, lighting = _sky_and_light(b, rng)
     return Scene(
         seed, "outdoor", "drone", tuple(b.prims), tuple(b.materials), lighting, path,
