@@ -141,6 +141,22 @@ def build_cloud(
     return records.take(np.flatnonzero(keep)).view(np.float32).reshape(1, -1, 4)  # [1, n, 4]
 
 
+def _rows_reaching_band(
+    range_m: np.ndarray, sin_lat: np.ndarray, min_height: float, max_height: float
+) -> np.ndarray:
+    """Indices of rows that may hold a point with z in [min_height, max_height].
+
+    Along a row above the horizon z = r sin(lat) grows with r, so the row's nearest point has
+    its lowest z: when even that is above max_height, no point is in the band (mirrored below
+    the horizon). Exact, and it skips most rows: only those near the horizon remain.
+    """
+    nearest = np.fmin.reduce(range_m, axis=1)  # NaN ignored; all-NaN rows give NaN (kept)
+    z_nearest = nearest * sin_lat
+    above = (sin_lat > 0) & (z_nearest > max_height)
+    below = (sin_lat < 0) & (z_nearest < min_height)
+    return np.flatnonzero(~(above | below))
+
+
 @dataclass(frozen=True)
 class ScanLayout:
     """Beams of the 360° scan: beam b spans azimuths [−π + 2πb/B, −π + 2π(b+1)/B).
@@ -193,10 +209,12 @@ def build_scan(
     height, width = gated_range.shape
     rays = ray_grid(height, width, 1)
     layout = scan_layout(width, beams)
-    z = gated_range * rays.sin_lat  # [H, W]; a point's height is r sin(lat)
+    rows = _rows_reaching_band(gated_range, rays.sin_lat[:, 0], min_height, max_height)
+    r = gated_range[rows]  # [h', W]: usually a few rows around the horizon
+    z = r * rays.sin_lat[rows]  # a point's height is r sin(lat)
     in_band = (z >= min_height) & (z <= max_height)  # False for NaN and ±inf
-    horizontal = np.where(in_band, gated_range * rays.cos_lat, np.float32(np.inf))
-    nearest = horizontal.min(axis=0)[::-1]  # per column, right to left = increasing azimuth
+    horizontal = np.where(in_band, r * rays.cos_lat[rows], np.float32(np.inf))
+    nearest = horizontal.min(axis=0, initial=np.inf)[::-1]  # per column, right to left
     ranges = np.minimum.reduceat(nearest, layout.column_starts).astype(np.float32)
     ranges[ranges > range_max] = np.inf
     ranges[ranges < range_min] = -np.inf

@@ -374,6 +374,25 @@ def test_scan_of_the_box_room_equals_the_wall_distance(beams):
         assert np.all(np.abs(lon[sector == b] - centres[b]) <= layout.angle_increment / 2 + 1e-9)
 
 
+@pytest.mark.parametrize("band", [(-0.2, 0.2), (-3.0, -1.0), (0.5, 4.0), (-50.0, 50.0)])
+def test_scan_equals_a_brute_force_reference_on_random_ranges(band):
+    rng = np.random.default_rng(8)
+    range_m = rng.uniform(0.2, 12.0, (H, W)).astype(np.float32)
+    range_m[rng.random((H, W)) < 0.05] = np.nan
+    range_m[rng.random((H, W)) < 0.05] = np.inf
+    beams = 16
+    ranges, _ = proj.build_scan(range_m, beams, *band, 0.3, 10.0)
+    points = range_m[..., None].astype(np.float64) * closed_form_rays(H, W)
+    with np.errstate(invalid="ignore"):
+        in_band = (points[..., 2] >= band[0]) & (points[..., 2] <= band[1])
+    horizontal = np.where(in_band, np.hypot(points[..., 0], points[..., 1]), np.inf)
+    lon = closed_form_lonlat(H, W)[0]
+    sector = np.floor((lon + math.pi) / (2 * math.pi) * beams).astype(int)
+    expected = np.array([horizontal[:, sector == b].min() for b in range(beams)])
+    expected = np.where(expected > 10.0, np.inf, np.where(expected < 0.3, -np.inf, expected))
+    assert np.allclose(ranges, expected, rtol=1e-5)
+
+
 def test_scan_special_values():
     range_m = np.full((H, W), np.inf, np.float32)  # sky everywhere: no return
     range_m[H // 2, : W // 2] = 0.1  # too close on the left half of the image
