@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -49,11 +51,12 @@ from dap_core.visualize import add_colorbar, colorize_range
 from dap_ros import conversions, projection
 from dap_ros.diagnostics import FrameStats, diagnostic_array
 from dap_ros.frame_slot import FrameSlot
-from dap_ros.params import Settings, declare_all, read_settings
+from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
 
 __all__ = ["NODE_NAME", "DapNode", "load_predictor", "main"]
 
 NODE_NAME = "dap"
+PARAMETER_NAMES = frozenset(spec.name for spec in PARAMETERS)
 WARN_EVERY_S = 5.0  # a repeated problem is logged at most once per this many seconds
 _WORKER_POLL_S = 0.1
 _DEFAULT_WEIGHTS = Path("weights") / "dap_small"
@@ -173,8 +176,6 @@ class DapNode(Node):
             self._pub_scan,
             self._pub_colored,
         )
-        from diagnostic_msgs.msg import DiagnosticArray
-
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         in_qos = QoSProfile(
             depth=1,
@@ -203,10 +204,10 @@ class DapNode(Node):
         return self._settings
 
     def _on_set_parameters(self, parameters):
-        from rcl_interfaces.msg import SetParametersResult
-
+        # Parameters rclpy declares itself (use_sim_time, ...) pass through untouched.
+        changes = {p.name: p.value for p in parameters if p.name in PARAMETER_NAMES}
         try:
-            updated = self._settings.replaced({p.name: p.value for p in parameters})
+            updated = self._settings.replaced(changes)
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
         self._settings = updated  # one reference swap: the worker sees old or new, never a mix

@@ -231,6 +231,8 @@ def test_parameters_change_at_run_time(rig):
         assert not refused[0].successful and "must be below max_range" in refused[0].reason
         read_only = rig.client.set_parameters(node, {"weights": "/elsewhere"})
         assert not read_only[0].successful
+        # Parameters of rclpy itself stay settable.
+        assert rig.client.set_parameters(node, {"use_sim_time": False})[0].successful
     finally:
         restored = rig.client.set_parameters(
             node,
