@@ -90,17 +90,22 @@ class Box:
         lz = p[:, 2] - np.float32(self.center[2])
         # The face is the axis whose normalised coordinate is closest to ±1.
         ax, ay, az = np.abs(lx) / hx, np.abs(ly) / hy, np.abs(lz) / hz
-        axis = np.where(ax >= ay, np.where(ax >= az, 0, 2), np.where(ay >= az, 1, 2))
-        coord = np.where(axis == 0, lx, np.where(axis == 1, ly, lz))
-        face = 2 * axis + (coord > 0)
+        is_x = (ax >= ay) & (ax >= az)
+        is_z = ~is_x & (az > ay)
+        is_y = ~(is_x | is_z)
+        positive = (is_x & (lx > 0)) | (is_y & (ly > 0)) | (is_z & (lz > 0))
+        axis = is_y.view(np.int8) + 2 * is_z.view(np.int8)
+        face = 2 * axis + positive.view(np.int8)
         local = np.zeros((6, 3))
         local[np.arange(6), np.arange(6) // 2] = np.where(np.arange(6) % 2 == 1, 1.0, -1.0)
         normals = (local @ _rot_z(self.yaw).T).astype(np.float32)[face]
         mat = np.full(p.shape[0], self.material)
         if self.top_material >= 0:
             mat[face == 5] = self.top_material
-        u = np.where(axis == 0, ly + hy, lx + hx)  # along the face, >= 0
-        v = np.where(axis == 2, ly + hy, lz + hz)  # up (sides) or across (top, bottom)
+        # Along the face (>= 0): y on x-faces, else x; up on the sides, across on top/bottom.
+        fx, fz = is_x.astype(np.float32), is_z.astype(np.float32)
+        u = lx + hx + fx * ((ly + hy) - (lx + hx))
+        v = lz + hz + fz * ((ly + hy) - (lz + hz))
         return normals, mat, u, v
 
 
@@ -195,7 +200,7 @@ class Sphere:
         return np.where((disc > 0) & (t > T_MIN), t, _INF)
 
     def surface(self, p: np.ndarray):
-        q = p - np.asarray(self.center)
+        q = p - np.asarray(self.center, dtype=np.float32)
         normals = q / np.linalg.norm(q, axis=1, keepdims=True)
         s = np.arctan2(q[:, 1], q[:, 0]) * self.radius
         t = np.arcsin(np.clip(normals[:, 2], -1, 1)) * self.radius
@@ -239,16 +244,23 @@ class Room:
 
     def intersect(self, o: np.ndarray, dx, dy, dz) -> tuple[np.ndarray, np.ndarray]:
         """Exit distance [...] and face [...] (int8) of rays starting inside the room."""
-        t = np.full(dx.shape, _INF)
-        face = np.zeros(dx.shape, dtype=np.int8)
-        bounds = ((dx, self.x0, self.x1), (dy, self.y0, self.y1), (dz, 0.0, self.height))
-        for axis, (d, lo, hi) in enumerate(bounds):
+        exits = []
+        for d, lo, hi, oa in ((dx, self.x0, self.x1, o[0]), (dy, self.y0, self.y1, o[1]),
+                              (dz, 0.0, self.height, o[2])):  # fmt: skip
             with np.errstate(divide="ignore", invalid="ignore"):
-                ta = np.where(d > 0, np.float32(hi - o[axis]), np.float32(lo - o[axis])) / d
-            ta = np.where(d == 0, _INF, ta)
-            closer = ta < t
-            t = np.where(closer, ta, t)
-            face = np.where(closer, (2 * axis + (d > 0)).astype(np.int8), face)
+                inv = np.float32(1.0) / d
+            # From inside, the exit is the positive one of the two plane distances (+inf
+            # for rays parallel to the planes); max() avoids a slower np.where.
+            exits.append(np.maximum(np.float32(lo - oa) * inv, np.float32(hi - oa) * inv))
+        tx, ty, tz = exits
+        t_yz = np.minimum(ty, tz)
+        t = np.minimum(tx, t_yz)
+        is_x = tx <= t_yz
+        is_y = ~is_x & (ty <= tz)
+        is_z = ~(is_x | is_y)
+        axis = is_y.view(np.int8) + 2 * is_z.view(np.int8)
+        positive = (is_x & (dx > 0)) | (is_y & (dy > 0)) | (is_z & (dz > 0))
+        face = 2 * axis + positive.view(np.int8)
         return t, face
 
     @staticmethod

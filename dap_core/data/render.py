@@ -2,7 +2,8 @@
 
 Rays come from `dap_core.geometry.pixel_rays` (REP 103 camera frame), are turned by the camera
 yaw into the world frame and cast analytically against the room, the ground and every
-primitive. Each primitive is only tested on the ERP window its bounding sphere covers.
+primitive. Each primitive is only tested on the ERP window it can cover (a lon/lat box
+around its footprint prism or bounding sphere), so small or distant objects cost little.
 """
 
 from __future__ import annotations
@@ -190,21 +191,28 @@ class _Frame:
         cur = self.t[rows][:, cols]
         closer = t < cur
         if closer.any():
-            self.t[rows, cols] = np.where(closer, t, cur)
-            self.ids[rows, cols] = np.where(closer, np.int16(obj_id), self.ids[rows][:, cols])
+            ids = self.ids[rows][:, cols]
+            ids[closer] = obj_id
+            self.t[rows, cols] = np.minimum(t, cur)
+            self.ids[rows, cols] = ids
 
 
 def _cast_room(frame: _Frame, scene) -> None:
     t, face = scene.room.intersect(frame.o, frame.dx, frame.dy, frame.dz)
     ids = np.full(t.shape, ROOM_ID, dtype=np.int16)
     if scene.openings:
-        wall = face < 4
-        s = np.where(face < 2, frame.o[1] + t * frame.dy, frame.o[0] + t * frame.dx)
-        z = frame.o[2] + t * frame.dz
+        ox, oy, oz = (float(v) for v in frame.o)
+        z = np.float32(oz) + t * frame.dz
+        along = {}  # wall texture coordinate: y on x-walls (0, 1), x on y-walls (2, 3)
         through = np.zeros(t.shape, dtype=bool)
         for op in scene.openings:
+            x_wall = op.wall < 2
+            if x_wall not in along:
+                along[x_wall] = (
+                    np.float32(oy) + t * frame.dy if x_wall else np.float32(ox) + t * frame.dx
+                )
+            s = along[x_wall]
             through |= (face == op.wall) & (s > op.s0) & (s < op.s1) & (z > op.z0) & (z < op.z1)
-        through &= wall
         if through.any():
             t2, f2 = scene.shell.intersect(
                 frame.o, frame.dx[through], frame.dy[through], frame.dz[through]
@@ -250,21 +258,10 @@ def _room_face(scene, q: np.ndarray, face: int, is_room: bool, noise, style):
     return alb, emit
 
 
-def render_scene(scene, position, yaw_rad: float, height: int, width: int, domain: str,
-                 noise_seed: int) -> PanoramaSample:  # fmt: skip
-    """Render `scene` from `position` (xyz metres, world) with camera yaw `yaw_rad`."""
-    ap.check_domain(domain)
-    if height < 2 or width != 2 * height:
-        raise ValueError(f"panorama size must be H x 2H, got {height}x{width}")
-    o = np.asarray(position, dtype=np.float64).reshape(3)
-    if scene.room is not None and not scene.room.contains(o):
-        raise ValueError(f"camera position {o.tolist()} is outside the room")
-    if scene.ground is not None and o[2] <= 0:
-        raise ValueError(f"camera height {o[2]} m must be above the ground")
-    rays_cam, lon = _camera_rays(height, width)
-    yaw = float(yaw_rad)
+def _cast(scene, o: np.ndarray, yaw: float, height: int, width: int) -> _Frame:
+    """Ray-cast the room (or ground) and every primitive inside its window."""
+    rays_cam, _ = _camera_rays(height, width)
     frame = _Frame(o, rays_cam, yaw)
-
     if scene.room is not None:
         _cast_room(frame, scene)
     if scene.ground is not None:
@@ -274,36 +271,25 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
         window = _primitive_window(prim, o, yaw, height, width)
         if window is not None:
             frame.cast(prim, PRIM_BASE + k, window)
+    return frame
 
-    rng = np.random.default_rng([int(scene.seed), int(noise_seed), 0xC0105])
-    style = ap.Style.draw(domain, rng)
-    noise = ap.NoiseBank(np.random.default_rng([int(scene.seed), 0x7E87]))
 
-    t = frame.t.reshape(-1)
-    ids = frame.ids.reshape(-1)
-    # Process hit pixels sorted by (object, room face): every group is a contiguous slice.
-    # int16 keys (< 8 * (3 + primitives)) let numpy use its radix sort.
-    key = ids * np.int16(8) + np.where(ids <= SHELL_ID, frame.face.reshape(-1), 0).astype(np.int16)
-    order = np.argsort(key, kind="stable")
-    n_sky = int(np.count_nonzero(ids == SKY_ID))
-    sky, hit = order[:n_sky], order[n_sky:]  # sky sorts first (id -1)
-    key = key[hit]
-    starts = np.flatnonzero(np.diff(key, prepend=np.int16(-1)))
-    bounds = [*starts[1:].tolist(), hit.shape[0]]
-    dxf, dyf, dzf = frame.dx.reshape(-1), frame.dy.reshape(-1), frame.dz.reshape(-1)
-    d = np.stack([dxf[hit], dyf[hit], dzf[hit]], axis=1)  # [N, 3]
-    p = o.astype(np.float32) + t[hit, None] * d  # [N, 3] world hit points
+def _surfaces(scene, camera, p, key, starts, bounds, noise, style):
+    """Normals, albedo, emission and occlusion [N] of hit points p [N, 3] sorted by key.
+
+    Every run starts[i]:bounds[i] of equal key = 8 * object id + room face is one surface.
+    """
+    real = style.domain == "real_like"
     n = np.empty(p.shape, dtype=np.float32)
     alb = np.empty(p.shape, dtype=np.float32)
     emit = None
-    real = domain == "real_like"
     occlusion = np.ones(p.shape[0], dtype=np.float32) if real else None
     contact = sun = None
     if real and scene.room is not None:
         contact = occ.ContactMap(scene.room, list(scene.primitives))
     if real and scene.ground is not None:
-        sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, o)
-    for a, b in zip(starts.tolist(), bounds, strict=True):
+        sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, camera)
+    for a, b in zip(starts, bounds, strict=True):
         obj_id, face = divmod(int(key[a]), 8)
         q = p[a:b]
         if obj_id in (ROOM_ID, SHELL_ID):
@@ -326,15 +312,50 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
             n[a:b], mat_ids, s_uv, t_uv = prim.surface(q)
             if real:
                 occlusion[a:b] = occ.object_contact_factor(q[:, 2])
-            if (mat_ids == mat_ids[0]).all():
-                m = int(mat_ids[0])
+            materials = np.unique(mat_ids).tolist()  # one, or two (roofs, table tops)
+            if len(materials) == 1:
+                m = materials[0]
                 alb[a:b] = ap.albedo(scene.materials[m], s_uv, t_uv, noise, style, m)
                 continue
-            for m in np.unique(mat_ids).tolist():
+            for m in materials:
                 mm = np.flatnonzero(mat_ids == m)
                 alb[a + mm] = ap.albedo(scene.materials[m], s_uv[mm], t_uv[mm], noise, style, m)
+    return n, alb, emit, occlusion
 
-    # Assemble in sorted order (sky first), then scatter every pixel once.
+
+def render_scene(scene, position, yaw_rad: float, height: int, width: int, domain: str,
+                 noise_seed: int) -> PanoramaSample:  # fmt: skip
+    """Render `scene` from `position` (xyz metres, world) with camera yaw `yaw_rad`."""
+    ap.check_domain(domain)
+    if height < 2 or width != 2 * height:
+        raise ValueError(f"panorama size must be H x 2H, got {height}x{width}")
+    o = np.asarray(position, dtype=np.float64).reshape(3)
+    if scene.room is not None and not scene.room.contains(o):
+        raise ValueError(f"camera position {o.tolist()} is outside the room")
+    if scene.ground is not None and o[2] <= 0:
+        raise ValueError(f"camera height {o[2]} m must be above the ground")
+    yaw = float(yaw_rad)
+    frame = _cast(scene, o, yaw, height, width)
+
+    rng = np.random.default_rng([int(scene.seed), int(noise_seed), 0xC0105])
+    style = ap.Style.draw(domain, rng)
+    noise = ap.NoiseBank(np.random.default_rng([int(scene.seed), 0x7E87]))
+
+    # Shade hit pixels sorted by (object, room face) so every surface is a contiguous run;
+    # int16 keys (< 8 * (3 + primitives)) let numpy use its radix sort. Sky sorts first.
+    t, ids = frame.t.reshape(-1), frame.ids.reshape(-1)
+    face = np.where(ids <= SHELL_ID, frame.face.reshape(-1), 0).astype(np.int16)
+    key = ids * np.int16(8) + face
+    order = np.argsort(key, kind="stable")
+    n_sky = int(np.count_nonzero(ids == SKY_ID))
+    sky, hit = order[:n_sky], order[n_sky:]
+    key = key[hit]
+    starts = np.flatnonzero(np.diff(key, prepend=np.int16(-1)))
+    bounds = [*starts[1:].tolist(), hit.shape[0]]
+    dxf, dyf, dzf = frame.dx.reshape(-1), frame.dy.reshape(-1), frame.dz.reshape(-1)
+    d = np.stack([dxf[hit], dyf[hit], dzf[hit]], axis=1)  # [N, 3]
+    p = o.astype(np.float32) + t[hit, None] * d  # [N, 3] world hit points
+    n, alb, emit, occlusion = _surfaces(scene, o, p, key, starts.tolist(), bounds, noise, style)
     shaded = ap.shade(alb, p, n, d, scene.lighting, style, occlusion)
     if emit is not None:
         shaded += emit
@@ -344,18 +365,20 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     elif n_sky:
         shaded = np.concatenate([np.zeros((n_sky, 3), dtype=np.float32), shaded])
     radiance = np.empty((t.shape[0], 3), dtype=np.float32)
-    radiance[order] = shaded
-    c, s_ = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
+    radiance[order] = shaded  # back to pixel order
+
+    c, s = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
     n_cam = np.empty((t.shape[0], 3), dtype=np.float32)
     n_cam[:n_sky] = 0.0
-    n_cam[n_sky:, 0] = c * n[:, 0] + s_ * n[:, 1]  # world -> camera frame: rotate by -yaw
-    n_cam[n_sky:, 1] = c * n[:, 1] - s_ * n[:, 0]
+    n_cam[n_sky:, 0] = c * n[:, 0] + s * n[:, 1]  # world -> camera frame: rotate by -yaw
+    n_cam[n_sky:, 1] = c * n[:, 1] - s * n[:, 0]
     n_cam[n_sky:, 2] = n[:, 2]
     normals = np.empty_like(n_cam)
     normals[order] = n_cam
 
     range_m = frame.t.astype(np.float32, copy=False)
     radiance = ap.apply_haze(radiance.reshape(height, width, 3), range_m, scene.lighting, style)
+    _, lon = _camera_rays(height, width)
     rgb = ap.camera_pipeline(radiance, lon, style, rng)
     return PanoramaSample(
         rgb=rgb,

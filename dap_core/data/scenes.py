@@ -267,7 +267,7 @@ def _local(x, y, yaw, dx, dy) -> tuple[float, float]:
 # Indoor
 # ---------------------------------------------------------------------------------------------
 
-WALL_DIRS = {  # wall index -> (inward normal angle, along-wall axis is x?)
+WALL_DIRS = {  # wall index -> heading (radians) of its inward normal: furniture faces it
     0: 0.0,
     1: math.pi,
     2: math.pi / 2,
