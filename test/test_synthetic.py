@@ -285,3 +285,13 @@ def test_window_culling_never_hides_an_object(seed, monkeypatch):
     )
     full = generate_panorama(seed, 48, 96)
     assert np.array_equal(fast.range_m, full.range_m)
+
+
+def test_paths_and_sampled_cameras_keep_clear_of_obstacles():
+    for seed in range(30):
+        scene = make_scene(seed)
+        for k in range(120):
+            pos, _ = scene.trajectory(k * 0.5)
+            assert scene.is_free(pos[0], pos[1], pos[2], clearance=0.3), (seed, k)
+        pos, _ = scene.sample_camera(np.random.default_rng(seed))
+        assert scene.is_free(pos[0], pos[1], pos[2], clearance=0.29), seed

@@ -29,6 +29,7 @@ WALKING_SPEED = 0.6  # m/s along indoor paths
 STREET_SPEED = 2.0  # m/s outdoors; drones fly at 3x this
 PATH_CLEARANCE = 0.45  # metres between a trajectory and any obstacle's footprint
 CAMERA_CLEARANCE = 0.3  # metres between a sampled camera and any obstacle's footprint
+TREE_CLEAR_M = 2.9  # lowest tree crown: above the highest walking camera plus clearance
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class Scene:
             return False
         for prim in self.primitives:
             z0, z1 = prim.z_range
-            if z1 < z - 2.0 or z0 > z + 2.0:  # obstacles far below or above do not block
+            if z1 < z - clearance or z0 > z + clearance:  # passes over or under it
                 continue
             if prim.xy_distance(x, y) < clearance:
                 return False
@@ -555,10 +556,11 @@ def _tree(b: _Builder, x: float, y: float) -> tuple[list[Primitive], float]:
     leaf = b.mat(
         Material("foliage", _linear(u(0.18, 0.35), u(0.5, 0.8), u(0.25, 0.5)), (0.01, 0.04, 0.01))
     )
-    trunk_r, trunk_h, crown = u(0.12, 0.3), u(2.0, 4.0), u(1.5, 3.2)
+    # Crowns start above TREE_CLEAR_M, so cameras on foot pass under them.
+    trunk_r, trunk_h, crown = u(0.12, 0.3), u(TREE_CLEAR_M, 4.5), u(1.5, 3.2)
     prims = [
         Cylinder(x, y, trunk_r, 0.0, trunk_h + crown * 0.5, bark),
-        Sphere((x, y, trunk_h + crown * 0.8), crown, leaf),
+        Sphere((x, y, trunk_h + crown), crown, leaf),
     ]
     return prims, trunk_r
 
