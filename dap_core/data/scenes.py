@@ -436,6 +436,27 @@ def _indoor(seed: int, rng: _Rand) -> Scene:
             continue
         decals.append(Decal(wall, s0 - 0.06, s0 + width + 0.06, sill - 0.06, top + 0.06, frame_mat))
         decals.append(Decal(wall, s0, s0 + width, sill, top, window_mat, emissive=u(1.2, 2.5)))
+    for _ in range(int(rng.integers(0, 5))):  # pictures and posters, hung at eye height
+        wall = int(rng.integers(4))
+        width = u(0.4, 1.4)
+        pic_h = width * u(0.6, 1.4)
+        centre = u(1.4, 1.7)
+        s0 = place(wall, width)
+        if s0 is None:
+            continue
+        taken[wall].pop()  # furniture may stand under a picture
+        if centre + pic_h / 2 > hc - 0.1:
+            continue
+        z0, z1 = centre - pic_h / 2, centre + pic_h / 2
+        art = Material(
+            "stripes" if rng.random() < 0.5 else "plain",
+            b.pal.fabric(),
+            b.pal.fabric(),
+            scale=u(0.03, 0.3),
+            variation=0.4,
+        )
+        decals.append(Decal(wall, s0 - 0.04, s0 + width + 0.04, z0 - 0.04, z1 + 0.04, frame_mat))
+        decals.append(Decal(wall, s0, s0 + width, z0, z1, b.mat(art)))
     base_h = u(0.06, 0.12)
     for w in range(4):
         decals.append(Decal(w, -1.0, wall_len[w] + 1.0, 0.0, base_h, base_mat))
