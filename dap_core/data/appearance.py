@@ -449,11 +449,15 @@ def shade(
     light = ((0.55 + 0.45 * n[:, 2]) * amb)[:, None] * sky_col[None]
     light += ((1 - amb) * lambert)[:, None] * key_col[None]
     if lighting.points:
+        # With v = l - p: n·v = n·l - n·p and |v|² = |p|² - 2 p·l + |l|²; the per-pixel dot
+        # products are shared by all lights, so each light costs two mat-vecs.
+        n_dot_p = np.einsum("ij,ij->i", n, p)
+        p_dot_p = np.einsum("ij,ij->i", p, p)
         extra = np.zeros(n.shape[0], dtype=np.float32)
         for lp in lighting.points:
-            v = np.asarray(lp, dtype=np.float32)[None] - p
-            d2 = np.einsum("ij,ij->i", v, v)
-            cos = np.maximum(np.einsum("ij,ij->i", n, v), 0) / np.sqrt(d2 + np.float32(1e-6))
+            lvec = np.asarray(lp, dtype=np.float32)
+            d2 = np.maximum(p_dot_p - 2 * (p @ lvec) + np.float32(lvec @ lvec), 0)
+            cos = np.maximum(n @ lvec - n_dot_p, 0) / np.sqrt(d2 + np.float32(1e-6))
             extra += cos / (d2 + np.float32(1.0))
         light += (np.float32(lighting.point_power) * extra)[:, None]
     if occlusion is not None:
