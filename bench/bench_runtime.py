@@ -59,12 +59,16 @@ def flops(config, height: int, width: int, n_masks: int) -> float:
     return count.backbone + count.per_head * (1 + n_masks)
 
 
-def cpu_end_to_end(model, label: str, threads: int, repeats: int, gemm: float, cache: str):
+def cpu_end_to_end(model, label: str, threads: int, repeats: int, cache: str):
     from dap_core.runtime import Predictor
 
+    gemm = gemm_gflops(threads)  # re-measured per section: a shared machine's load drifts
     h, w = model.config.input_size
     rgb = random_rgb(2 * h, 2 * w)  # camera twice the model input: real resizing both ways
-    print(f"\n[1] {label}: end to end, camera {rgb.shape[1]}x{rgb.shape[0]} -> model {w}x{h}")
+    print(
+        f"\n[1] {label}: end to end, camera {rgb.shape[1]}x{rgb.shape[0]} -> model {w}x{h}; "
+        f"GEMM now {gemm:.0f} GFLOP/s"
+    )
     for masks in (None, (model.config.mask_thresholds[-1],)):
         n = len(model.config.mask_thresholds) if masks is None else len(masks)
         gflop = flops(model.config, h, w, n) / 1e9
@@ -95,14 +99,18 @@ def cpu_end_to_end(model, label: str, threads: int, repeats: int, gemm: float, c
 
 
 def cpu_forward_pair(
-    model, label: str, height: int, width: int, threads: int, repeats: int, gemm: float, cache: str
+    model, label: str, height: int, width: int, threads: int, repeats: int, cache: str
 ):
     from dap_core.runtime import Predictor
 
+    gemm = gemm_gflops(threads)
     rgb = random_rgb(height, width)
     n = len(model.config.mask_thresholds)
     gflop = flops(model.config, height, width, n) / 1e9
-    print(f"\n[2] {label} at {width}x{height}, depth + {n} masks ({gflop:.0f} GFLOP), forward only")
+    print(
+        f"\n[2] {label} at {width}x{height}, depth + {n} masks ({gflop:.0f} GFLOP), forward only; "
+        f"GEMM now {gemm:.0f} GFLOP/s"
+    )
     medians = {}
     for backend in ("torch", "onnxruntime"):
         predictor = Predictor(
@@ -158,12 +166,12 @@ def main() -> int:
     print(f"fp32 GEMM {gemm:.0f} GFLOP/s on {threads} threads (this run)")
     small, label = load_small()
     with tempfile.TemporaryDirectory() as cache:
-        cpu_end_to_end(small, label, threads, args.repeats, gemm, cache)
-        cpu_forward_pair(small, label, 512, 1024, threads, max(2, args.repeats // 2), gemm, cache)
+        cpu_end_to_end(small, label, threads, args.repeats, cache)
+        cpu_forward_pair(small, label, 512, 1024, threads, max(2, args.repeats // 2), cache)
         if args.vitl:
             torch.manual_seed(0)
             vitl = DAP(DAPConfig.preset("vitl", mask_thresholds=(100,))).eval()
-            cpu_forward_pair(vitl, "ViT-L (random weights)", 512, 1024, threads, 1, gemm, cache)
+            cpu_forward_pair(vitl, "ViT-L (random weights)", 512, 1024, threads, 1, cache)
     if torch.cuda.is_available() and not args.no_gpu:
         gpu_section(small, label, repeats=20)
         torch.manual_seed(0)

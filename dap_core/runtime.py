@@ -146,6 +146,8 @@ class Predictor:
     input_size: model input (H, W), multiples of 16 (None = the model's config).
     threads: CPU threads for torch / onnxruntime (None = all cores this process may use).
     cache_dir: where ONNX exports, engines and backend timings are kept ($DAP_ROS_CACHE).
+
+    Not thread-safe: input buffers are shared between calls; use one Predictor per thread.
     """
 
     def __init__(

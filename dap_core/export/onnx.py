@@ -181,13 +181,14 @@ def export_onnx(
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter's graph passes log every rewrite at INFO; keep them out of our logs."""
+    """The exporter's graph passes log every rewrite at INFO, and warn that torchvision's ops
+    (which DAP does not use) cannot be registered; keep both out of our logs."""
     import warnings
 
     loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.WARNING)
+        lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
