@@ -12,6 +12,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from dap_core.data import appearance as ap
@@ -55,6 +56,12 @@ def _camera_rays(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     planes = np.ascontiguousarray(rays.transpose(2, 0, 1), dtype=np.float32)
     planes.setflags(write=False)
     return planes, lon.numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _noise_bank(scene_seed: int) -> ap.NoiseBank:
+    """The scene's texture noise (read-only; shared by all renders of the scene)."""
+    return ap.NoiseBank(np.random.default_rng([scene_seed, 0x7E87]))
 
 
 _PAD_PX = 2.0  # angular margin of every window, in pixels
@@ -323,6 +330,22 @@ def _surfaces(scene, camera, p, key, starts, bounds, noise, style):
     return n, alb, emit, occlusion
 
 
+SKY_DOWNSAMPLE = 4  # the sky is smooth: shade it on a coarser grid and upsample
+
+
+def _sky_image(scene, yaw: float, height: int, width: int, noise, style) -> np.ndarray:
+    """Sky radiance [H, W, 3] for every pixel, shaded at 1/SKY_DOWNSAMPLE resolution."""
+    f = SKY_DOWNSAMPLE if height >= 16 * SKY_DOWNSAMPLE else 1
+    h, w = height // f, width // f
+    rays, _ = _camera_rays(h, w)
+    c, s = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
+    d = np.stack([c * rays[0] - s * rays[1], s * rays[0] + c * rays[1], rays[2]], axis=-1)
+    sky = ap.sky_radiance(scene.sky, d.reshape(-1, 3), noise, style).reshape(h, w, 3)
+    if f == 1:
+        return sky
+    return cv2.resize(sky, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def render_scene(scene, position, yaw_rad: float, height: int, width: int, domain: str,
                  noise_seed: int) -> PanoramaSample:  # fmt: skip
     """Render `scene` from `position` (xyz metres, world) with camera yaw `yaw_rad`."""
@@ -339,7 +362,7 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
 
     rng = np.random.default_rng([int(scene.seed), int(noise_seed), 0xC0105])
     style = ap.Style.draw(domain, rng)
-    noise = ap.NoiseBank(np.random.default_rng([int(scene.seed), 0x7E87]))
+    noise = _noise_bank(int(scene.seed))
 
     # Shade hit pixels sorted by (object, room face) so every surface is a contiguous run;
     # int16 keys (< 8 * (3 + primitives)) let numpy use its radix sort. Sky sorts first.
@@ -359,25 +382,27 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     shaded = ap.shade(alb, p, n, d, scene.lighting, style, occlusion)
     if emit is not None:
         shaded += emit
+    # Radiance and camera-frame normals side by side in sorted order, scattered back to pixel
+    # order in one pass.
+    sorted_px = np.empty((t.shape[0], 6), dtype=np.float32)
     if scene.sky is not None and n_sky:
-        d_sky = np.stack([dxf[sky], dyf[sky], dzf[sky]], axis=1)
-        shaded = np.concatenate([ap.sky_radiance(scene.sky, d_sky, noise, style), shaded])
-    elif n_sky:
-        shaded = np.concatenate([np.zeros((n_sky, 3), dtype=np.float32), shaded])
-    radiance = np.empty((t.shape[0], 3), dtype=np.float32)
-    radiance[order] = shaded  # back to pixel order
-
+        sky_img = _sky_image(scene, yaw, height, width, noise, style).reshape(-1, 3)
+        sorted_px[:n_sky, :3] = sky_img[sky]
+    else:
+        sorted_px[:n_sky, :3] = 0.0
+    sorted_px[:n_sky, 3:] = 0.0
+    sorted_px[n_sky:, :3] = shaded
     c, s = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
-    n_cam = np.empty((t.shape[0], 3), dtype=np.float32)
-    n_cam[:n_sky] = 0.0
-    n_cam[n_sky:, 0] = c * n[:, 0] + s * n[:, 1]  # world -> camera frame: rotate by -yaw
-    n_cam[n_sky:, 1] = c * n[:, 1] - s * n[:, 0]
-    n_cam[n_sky:, 2] = n[:, 2]
-    normals = np.empty_like(n_cam)
-    normals[order] = n_cam
+    sorted_px[n_sky:, 3] = c * n[:, 0] + s * n[:, 1]  # world -> camera frame: rotate by -yaw
+    sorted_px[n_sky:, 4] = c * n[:, 1] - s * n[:, 0]
+    sorted_px[n_sky:, 5] = n[:, 2]
+    pixels = np.empty_like(sorted_px)
+    pixels[order] = sorted_px
+    radiance = np.ascontiguousarray(pixels[:, :3]).reshape(height, width, 3)
+    normals = np.ascontiguousarray(pixels[:, 3:])
 
     range_m = frame.t.astype(np.float32, copy=False)
-    radiance = ap.apply_haze(radiance.reshape(height, width, 3), range_m, scene.lighting, style)
+    radiance = ap.apply_haze(radiance, range_m, scene.lighting, style)
     _, lon = _camera_rays(height, width)
     rgb = ap.camera_pipeline(radiance, lon, style, rng)
     return PanoramaSample(
