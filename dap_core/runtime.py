@@ -247,7 +247,13 @@ class Predictor:
         timings = self._cached_cpu_timings()
         runners = {}
         if timings is None:
-            runners = {"torch": self._torch_runner(), "onnxruntime": self._onnxruntime_runner()}
+            try:
+                ort_runner = self._onnxruntime_runner()
+            except Exception as err:  # export or session failure: the optional path only
+                LOG.warning("onnxruntime unusable, using torch: %s", err)
+                self.backend_reason = f"auto: onnxruntime unusable ({err}); torch on CPU"
+                return self._torch_runner()
+            runners = {"torch": self._torch_runner(), "onnxruntime": ort_runner}
             timings = {name: self._measure(r) for name, r in runners.items()}
             self._store_cpu_timings(timings)
         best = min(timings, key=timings.get)

@@ -208,6 +208,17 @@ def test_auto_without_onnxruntime_uses_torch(model, tmp_path, monkeypatch):
     assert "onnxruntime not installed" in predictor.backend_reason
 
 
+def test_auto_falls_back_to_torch_when_the_onnx_export_fails(model, tmp_path, monkeypatch):
+    def broken_export(self, dynamic_batch=False):
+        raise RuntimeError("exporter crashed on an unsupported op")
+
+    monkeypatch.setattr(Predictor, "_onnx_path", broken_export)
+    predictor = Predictor(model, input_size=FIXTURE_SIZE, cache_dir=tmp_path)
+    assert predictor.backend == "torch"
+    assert "onnxruntime unusable (exporter crashed" in predictor.backend_reason
+    assert predictor.predict(rgb_image(64, 128)).range_m.shape == FIXTURE_SIZE
+
+
 class _StubRunner:
     name = "torch"
     max_batch = None
