@@ -216,12 +216,20 @@ def test_fp16_mixed_precision_keeps_fp32_islands_and_stays_close(
     assert max(report16.mean_abs.values()) < mean_tol / 4
 
 
-def test_bf16_mixed_precision_is_valid_onnx_at_opset_22(fixture_onnx):
+def test_bf16_mixed_precision_is_valid_opset_22_and_stays_close(fixture_onnx, official_fixtures):
+    from onnx.reference import ReferenceEvaluator  # onnxruntime has no bf16 CPU kernels
+
     mixed, report = to_mixed_precision(onnx.load(str(fixture_onnx)), "bf16")
     assert report.opset == 22
     onnx.checker.check_model(mixed, full_check=True)
     types = {t.data_type for t in mixed.graph.initializer}
     assert TensorProto.BFLOAT16 in types
+    x = np.load(official_fixtures / "input.npy")
+    names = [o.name for o in mixed.graph.output]
+    got = dict(zip(names, ReferenceEvaluator(mixed).run(None, {INPUT_NAME: x}), strict=True))
+    report_bf16 = compare_outputs(run_onnx(fixture_onnx, x), got, "bf16")
+    assert report_bf16.ok, report_bf16.describe()
+    assert max(report_bf16.mean_abs.values()) > 1e-5  # bf16 (8-bit mantissa) really ran
 
 
 def test_mixed_precision_refuses_unknown_dtype(fixture_onnx):

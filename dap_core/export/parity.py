@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 # Parity tolerances on DAP's outputs (depth / max_range and mask probabilities, both in (0, 1)).
-# FP32: kernel-order noise only. FP16/BF16: set from the mixed-precision ONNX run through
-# onnxruntime on CPU against FP32 (test_export_mixed_precision), with headroom for GPU tactics.
+# FP32: kernel-order noise only. FP16/BF16: the mixed-precision rewrite of the fixture model
+# measured against FP32 (test_export_onnx): FP16 on onnxruntime mean 5e-5 / max 3.5e-4, BF16 on
+# the ONNX reference evaluator mean 1.3e-3 / max 6e-3. The bounds leave 10-80x headroom for
+# trained weights and GPU tactics while still refusing the miscompiles seen in the wild (errors
+# of 0.1-0.5, or NaN).
 TOLERANCES: dict[str, tuple[float, float]] = {  # precision -> (mean |Δ|, max |Δ|)
     "fp32": (1e-4, 2e-3),
     "fp16": (4e-3, 6e-2),
