@@ -53,18 +53,21 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _numpy_io(func: _F) -> _F:
-    """Let a torch function take numpy arrays: ndarray arguments in -> ndarray results out."""
+    """Let a torch function take numpy arrays: any ndarray argument is converted to a tensor,
+    and the results are ndarrays when the first argument (the map) was one."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        used_numpy = any(isinstance(a, np.ndarray) for a in (*args, *kwargs.values()))
-        if not used_numpy:
+        if not any(isinstance(a, np.ndarray) for a in (*args, *kwargs.values())):
             return func(*args, **kwargs)
+        numpy_out = bool(args) and isinstance(args[0], np.ndarray)
 
         def to_torch(a: Any) -> Any:
             return torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
 
         out = func(*(to_torch(a) for a in args), **{k: to_torch(v) for k, v in kwargs.items()})
+        if not numpy_out:
+            return out
         if isinstance(out, tuple):
             return tuple(o.detach().cpu().numpy() for o in out)
         return out.detach().cpu().numpy()

@@ -275,6 +275,13 @@ def test_views_are_differentiable():
     assert erp.grad is not None and torch.isfinite(erp.grad).all() and erp.grad.abs().sum() > 0
 
 
+def test_numpy_directions_with_a_tensor_map_give_tensors():
+    views, valid = g.erp_to_views(torch.zeros(1, 8, 16), g.icosahedron_vertices().numpy(), 90, 4)
+    assert isinstance(views, torch.Tensor) and isinstance(valid, torch.Tensor)
+    views, valid = g.erp_to_views(np.zeros((1, 8, 16)), g.icosahedron_vertices(), 90, 4)
+    assert isinstance(views, np.ndarray) and isinstance(valid, np.ndarray)
+
+
 def test_erp_to_views_rejects_bad_arguments():
     with pytest.raises(ValueError, match="mode"):
         g.erp_to_views(torch.zeros(1, 8, 16), torch.eye(3), 90.0, 4, mode="cubic")
