@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dap_core.commands.export",
     "dap_core.commands.build_engine",
     "dap_core.commands.bench",
+    "dap_core.commands.train",
+    "dap_core.commands.eval",
 )
 
 

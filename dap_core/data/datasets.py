@@ -524,6 +524,27 @@ class SyntheticDataset(Dataset):
         return item
 
 
+class Cached(Dataset):
+    """Keeps every item in memory after its first read (small sets: CI, quick experiments)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.kind = getattr(dataset, "kind", type(dataset).__name__)
+        self._items: dict[int, dict[str, Any]] = {}
+
+    @property
+    def skipped(self) -> list[str]:
+        return getattr(self.dataset, "skipped", [])
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index not in self._items:
+            self._items[index] = self.dataset[index]
+        return dict(self._items[index])
+
+
 class HiddenLabels(Dataset):
     """An unlabeled view of a labeled dataset: training sees no range, evaluation can.
 
@@ -570,17 +591,21 @@ READERS: dict[str, Callable[..., Dataset]] = {
 def build_dataset(spec: Mapping[str, Any]) -> Dataset:
     """Build a dataset from a config mapping: {"type": name, ...reader kwargs...}.
 
-    Extra key "hide_labels": true wraps it in `HiddenLabels`. `size` may be a list [H, W].
+    Extra keys: "cache": true keeps items in memory (`Cached`); "hide_labels": true wraps it
+    in `HiddenLabels`. `size` may be a list [H, W].
     """
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in READERS:
         raise ValueError(f"unknown dataset type {kind!r}; known: {sorted(READERS)}")
     hide = bool(spec.pop("hide_labels", False))
+    cache = bool(spec.pop("cache", False))
     if "size" in spec and spec["size"] is not None:
         spec["size"] = tuple(int(v) for v in spec["size"])
     try:
         dataset = READERS[kind](**spec)
     except TypeError as err:
         raise ValueError(f"bad options for dataset {kind!r}: {err}") from err
+    if cache:
+        dataset = Cached(dataset)
     return HiddenLabels(dataset) if hide else dataset

@@ -22,11 +22,14 @@ AMP_MODES = ("auto", "bf16", "off")
 @dataclass(frozen=True)
 class ModelSection:
     """preset: DAPConfig preset name; overrides: DAPConfig fields; init: weights to start from
-    (a DAP directory or .safetensors; relative paths are relative to the YAML file)."""
+    (a DAP directory or .safetensors). start_range_m: for a model trained from scratch, the
+    range its depth head predicts at first (the sigmoid's mid-point is D_max / 2 = 50 m, far
+    from typical scenes; starting near them saves the first steps)."""
 
     preset: str = "vits"
     overrides: Mapping[str, Any] = field(default_factory=dict)
     init: str | None = None
+    start_range_m: float | None = 8.0
 
 
 @dataclass(frozen=True)
@@ -160,13 +163,9 @@ class TrainConfig:
             raise ValueError("schedule.batch_size must be >= 1 and max_steps >= 0")
 
     def resolve(self, path: str | None) -> Path | None:
-        """A path from the config, relative to the YAML file's directory."""
-        if path is None:
-            return None
-        p = Path(path).expanduser()
-        if p.is_absolute() or self.source is None:
-            return p
-        return Path(self.source).parent / p
+        """A path from the config; relative paths are relative to the working directory
+        (like output_dir), so configs run from the repository root."""
+        return None if path is None else Path(path).expanduser()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -212,6 +211,18 @@ def config_from_dict(raw: Mapping[str, Any], source: str | None = None) -> Train
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a stage YAML file; `overrides` are "dotted.key=yaml_value" strings (CLI `--set`)."""
     path = Path(path)
+    raw = _read_yaml(path)
+    for item in overrides or []:
+        apply_override(raw, item)
+    try:
+        return config_from_dict(raw, source=str(path))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def _read_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
+    """A YAML mapping; a top-level `base: other.yaml` (relative to this file) is read first
+    and this file's values are merged over it, section by section."""
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} not found")
     try:
@@ -220,12 +231,22 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ValueError(f"{path}: invalid YAML ({err})") from err
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
-    for item in overrides or []:
-        apply_override(raw, item)
-    try:
-        return config_from_dict(raw, source=str(path))
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {err}") from err
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if depth > 8:
+        raise ValueError(f"{path}: 'base' chain is too deep (a cycle?)")
+    return _merge(_read_yaml(path.parent / base, depth + 1), raw)
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:

@@ -79,7 +79,7 @@ class Augmented(Dataset):
         item = self.dataset[index]
         if self.augment is None:
             return item
-        return self.augment(item, np.random.default_rng(seed))
+        return self.augment(item, torch.Generator().manual_seed(seed))
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +27,8 @@ def build_model(cfg: TrainConfig, init: str | Path | None = None):
     config = DAPConfig.preset(cfg.model.preset, **overrides)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = DAP(config)
+    if init is None and cfg.model.start_range_m is not None:
+        set_start_range(model, cfg.model.start_range_m)
     if init is not None:
         loaded = DAP.load(init)
         try:
@@ -38,6 +39,16 @@ def build_model(cfg: TrainConfig, init: str | Path | None = None):
                 f"{cfg.model.preset!r} with {overrides}: {err}"
             ) from err
     return model
+
+
+def set_start_range(model, range_m: float) -> None:
+    """Bias the depth head's last convolution so its sigmoid starts at range_m / D_max."""
+    import math
+
+    fraction = min(max(range_m / model.config.max_range_m, 1e-4), 1 - 1e-4)
+    last = [m for m in model.heads["depth"].modules() if isinstance(m, nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias.fill_(math.log(fraction / (1 - fraction)))
 
 
 def normalize_rgb(rgb: torch.Tensor, config) -> torch.Tensor:
@@ -144,37 +155,20 @@ class CriticTask:
 
 
 def build_augment(cfg: TrainConfig):
-    """A callable (item, numpy Generator) -> augmented item, or None when all are off."""
+    """`PanoramaAugment` from the data section (a callable (item, torch.Generator) -> item),
+    or None when every augmentation is off."""
+    from dap_core.data.transforms import PanoramaAugment
+
     d = cfg.data
     if d.color_jitter <= 0 and not d.yaw_roll and d.hflip_prob <= 0:
         return None
-
-    def augment(item: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        from dap_core.geometry import flip_horizontal, yaw_shift
-
-        item = dict(item)
-        width = item["rgb"].shape[-1]
-        if d.yaw_roll:
-            shift = int(rng.integers(0, width))
-            for key in ("rgb", "range_m", "valid"):
-                item[key] = yaw_shift(item[key], shift)
-        if rng.random() < d.hflip_prob:
-            for key in ("rgb", "range_m", "valid"):
-                item[key] = flip_horizontal(item[key])
-        if d.color_jitter > 0:
-            item["rgb"] = color_jitter(item["rgb"], rng, d.color_jitter)
-        return item
-
-    return augment
-
-
-def color_jitter(rgb: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
-    """Brightness, contrast and saturation factors in [1 − s, 1 + s] (torchvision's
-    ColorJitter order); RGB [3, H, W] in [0, 1] stays in [0, 1]."""
-    b, c, s = (1.0 + strength * (2.0 * rng.random(3) - 1.0)).tolist()
-    out = rgb * b
-    gray = (0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2]).mean()
-    out = (out - gray) * c + gray
-    luma = 0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2]
-    out = (out - luma) * s + luma
-    return out.clamp(0.0, 1.0)
+    jitter = max(d.color_jitter, 0.0)
+    return PanoramaAugment(
+        roll=d.yaw_roll,
+        flip_p=d.hflip_prob,
+        brightness=jitter,
+        contrast=jitter,
+        saturation=jitter,
+        hue=jitter / 4,  # torchvision-style: hue in turns, a quarter of the other factors
+        jitter_p=0.8 if jitter > 0 else 0.0,
+    )
