@@ -147,6 +147,10 @@ class Predictor:
     threads: CPU threads for torch / onnxruntime (None = all cores this process may use).
     cache_dir: where ONNX exports, engines and backend timings are kept ($DAP_ROS_CACHE).
 
+    reuse_outputs: return the same result arrays on every call (no per-frame allocation at
+        camera resolution); each call then overwrites the previous Prediction's arrays.
+        Off by default: results belong to the caller.
+
     Not thread-safe: input buffers are shared between calls; use one Predictor per thread.
     """
 
@@ -162,6 +166,7 @@ class Predictor:
         *,
         cache_dir: str | Path | None = None,
         warmup: bool = True,
+        reuse_outputs: bool = False,
     ) -> None:
         import torch
 
@@ -189,6 +194,7 @@ class Predictor:
         self.warmup_ms: float | None = None
         self._buffers: dict[tuple, Any] = {}
         self._resizers: dict[tuple, _SeamAwareUpsampler] = {}
+        self.reuse_outputs = reuse_outputs
         self._runner = self._select(backend)
         self.backend: str = self._runner.name
         LOG.info("DAP backend %s: %s", self.backend, self.backend_reason)
@@ -453,8 +459,7 @@ class Predictor:
         x = self.preprocess_into(frames)
         timings["preprocess"] = _ms(start)
         height, width = frames.shape[1:3]
-        range_m = np.empty((batch, height, width), np.float32)
-        masks = {t: np.empty((batch, height, width), np.float32) for t in self.mask_thresholds}
+        range_m, masks = self._output_arrays(batch, height, width)
         step = self._runner.max_batch or batch
         post = 0.0
         for first in range(0, batch, step):
@@ -472,6 +477,20 @@ class Predictor:
             range_m = range_m[0]
             masks = {t: m[0] for t, m in masks.items()}
         return Prediction(range_m=range_m, masks=masks, timings=timings, backend=self.backend)
+
+    def _output_arrays(self, batch: int, height: int, width: int):
+        """Fresh result arrays, or with reuse_outputs the same ones every call (same shape)."""
+        shape = (batch, height, width)
+        key = ("outputs", shape)
+        if self.reuse_outputs and key in self._buffers:
+            return self._buffers[key]
+        arrays = (
+            np.empty(shape, np.float32),
+            {t: np.empty(shape, np.float32) for t in self.mask_thresholds},
+        )
+        if self.reuse_outputs:
+            self._buffers[key] = arrays
+        return arrays
 
     def _postprocess(self, outputs, first: int, range_m: np.ndarray, masks: dict) -> None:
         depth, *mask_outputs = outputs

@@ -115,6 +115,18 @@ def test_input_buffers_are_reused_but_results_are_owned_by_the_caller(torch_pred
     np.testing.assert_array_equal(a.range_m, kept)
 
 
+def test_reuse_outputs_returns_the_same_arrays_every_call(model, tmp_path):
+    predictor = Predictor(
+        model, backend="torch", input_size=FIXTURE_SIZE, cache_dir=tmp_path, reuse_outputs=True
+    )
+    a = predictor.predict(rgb_image(96, 192, seed=12))
+    first = a.range_m.copy()
+    b = predictor.predict(rgb_image(96, 192, seed=13))
+    assert np.shares_memory(b.range_m, a.range_m)
+    assert np.shares_memory(b.masks[100], a.masks[100])
+    assert not np.array_equal(b.range_m, first)  # overwritten in place by the second frame
+
+
 def test_timings_cover_each_stage(torch_predictor):
     timings = torch_predictor.predict(rgb_image(96, 192)).timings
     assert {"preprocess", "forward", "postprocess", "total"} <= set(timings)
