@@ -85,7 +85,7 @@ class ContactMap:
         h, w = self.factor.shape
         ix = np.clip(((x - self.origin[0]) / self.cell).astype(np.intp), 0, w - 1)
         iy = np.clip(((y - self.origin[1]) / self.cell).astype(np.intp), 0, h - 1)
-        return self.factor[iy, ix]
+        return np.take(self.factor, iy * w + ix)
 
 
 class SunShadowMap:

@@ -58,6 +58,19 @@ def _camera_rays(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return planes, lon.numpy()
 
 
+@functools.lru_cache(maxsize=8)
+def _camera_rays_rows(height: int, width: int) -> np.ndarray:
+    """The same rays as rows [H * W, 3] float32 (for gathering the rays of chosen pixels)."""
+    rows = np.ascontiguousarray(_camera_rays(height, width)[0].reshape(3, -1).T)
+    rows.setflags(write=False)
+    return rows
+
+
+def _rot_z32(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+
+
 @functools.lru_cache(maxsize=16)
 def _noise_bank(scene_seed: int) -> ap.NoiseBank:
     """The scene's texture noise (read-only; shared by all renders of the scene)."""
@@ -192,13 +205,15 @@ class _Frame:
             cur[closer] = t[closer]  # views write straight into the buffers
             self.ids[sub][closer] = obj_id
             return
-        t = obj.intersect(
-            self.o, self.dx[rows][:, cols], self.dy[rows][:, cols], self.dz[rows][:, cols]
-        )
-        cur = self.t[rows][:, cols]
+
+        def take(a):  # the window's columns wrap around the seam
+            return np.take(a[rows], cols, axis=1)
+
+        t = obj.intersect(self.o, take(self.dx), take(self.dy), take(self.dz))
+        cur = take(self.t)
         closer = t < cur
         if closer.any():
-            ids = self.ids[rows][:, cols]
+            ids = take(self.ids)
             ids[closer] = obj_id
             self.t[rows, cols] = np.minimum(t, cur)
             self.ids[rows, cols] = ids
@@ -372,34 +387,32 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     order = np.argsort(key, kind="stable")
     n_sky = int(np.count_nonzero(ids == SKY_ID))
     sky, hit = order[:n_sky], order[n_sky:]
-    key = key[hit]
+    key = np.take(key, hit)
     starts = np.flatnonzero(np.diff(key, prepend=np.int16(-1)))
     bounds = [*starts[1:].tolist(), hit.shape[0]]
-    dxf, dyf, dzf = frame.dx.reshape(-1), frame.dy.reshape(-1), frame.dz.reshape(-1)
-    d = np.stack([dxf[hit], dyf[hit], dzf[hit]], axis=1)  # [N, 3]
-    p = o.astype(np.float32) + t[hit, None] * d  # [N, 3] world hit points
+    # np.take is numpy's fast gather (fancy indexing is several times slower).
+    R = _rot_z32(yaw)
+    d = np.take(_camera_rays_rows(height, width), hit, axis=0) @ R.T  # [N, 3] world rays
+    p = o.astype(np.float32) + np.take(t, hit)[:, None] * d  # [N, 3] world hit points
     n, alb, emit, occlusion = _surfaces(scene, o, p, key, starts.tolist(), bounds, noise, style)
     shaded = ap.shade(alb, p, n, d, scene.lighting, style, occlusion)
     if emit is not None:
         shaded += emit
-    # Radiance and camera-frame normals side by side in sorted order, scattered back to pixel
-    # order in one pass.
-    sorted_px = np.empty((t.shape[0], 6), dtype=np.float32)
+    # Radiance and camera-frame normals in sorted order (sky first), then back to pixel order
+    # through the inverse permutation.
+    radiance = np.empty((t.shape[0], 3), dtype=np.float32)
+    normals = np.zeros((t.shape[0], 3), dtype=np.float32)
     if scene.sky is not None and n_sky:
         sky_img = _sky_image(scene, yaw, height, width, noise, style).reshape(-1, 3)
-        sorted_px[:n_sky, :3] = sky_img[sky]
+        radiance[:n_sky] = np.take(sky_img, sky, axis=0)
     else:
-        sorted_px[:n_sky, :3] = 0.0
-    sorted_px[:n_sky, 3:] = 0.0
-    sorted_px[n_sky:, :3] = shaded
-    c, s = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
-    sorted_px[n_sky:, 3] = c * n[:, 0] + s * n[:, 1]  # world -> camera frame: rotate by -yaw
-    sorted_px[n_sky:, 4] = c * n[:, 1] - s * n[:, 0]
-    sorted_px[n_sky:, 5] = n[:, 2]
-    pixels = np.empty_like(sorted_px)
-    pixels[order] = sorted_px
-    radiance = np.ascontiguousarray(pixels[:, :3]).reshape(height, width, 3)
-    normals = np.ascontiguousarray(pixels[:, 3:])
+        radiance[:n_sky] = 0.0
+    radiance[n_sky:] = shaded
+    normals[n_sky:] = n @ R  # world -> camera frame (row vectors): rotate by -yaw
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.shape[0], dtype=order.dtype)
+    radiance = np.take(radiance, inverse, axis=0).reshape(height, width, 3)
+    normals = np.take(normals, inverse, axis=0)
 
     range_m = frame.t.astype(np.float32, copy=False)
     radiance = ap.apply_haze(radiance, range_m, scene.lighting, style)
