@@ -479,6 +479,22 @@ def _encode_srgb(x: np.ndarray) -> np.ndarray:
     return np.take(_SRGB_LUT, idx.astype(np.intp))
 
 
+SHOULDER_MAX = 4.0  # linear values above this all encode to white
+SHOULDER_LUT_SIZE = 16384
+
+
+def _encode_with_shoulder(x: np.ndarray, knee: float) -> np.ndarray:
+    """Linear [0, SHOULDER_MAX] -> uint8 with a highlight shoulder, through one lookup table:
+    linear up to `knee`, then an exponential roll-off towards 1, then the display gamma."""
+    v = np.linspace(0.0, SHOULDER_MAX, SHOULDER_LUT_SIZE)
+    rolled = knee + (1 - knee) * (1 - np.exp((knee - v) / (1 - knee)))
+    lut = np.round(255 * np.clip(np.where(v > knee, rolled, v), 0, 1) ** (1 / GAMMA))
+    idx = np.clip(x, 0.0, SHOULDER_MAX)
+    idx *= np.float32((SHOULDER_LUT_SIZE - 1) / SHOULDER_MAX)
+    idx += np.float32(0.5)
+    return np.take(lut.astype(np.uint8), idx.astype(np.intp))
+
+
 @functools.lru_cache(maxsize=1)
 def _gaussian_pool() -> np.ndarray:
     """A fixed pool of standard normal samples; frames read it at random offsets, which is
@@ -516,36 +532,30 @@ def camera_pipeline(
         return _encode_srgb(radiance)
     img = radiance.astype(np.float32)
     # Auto-exposure on the mean log luminance (as a camera meters), then an exposure error of
-    # up to ±0.8 EV, then a white-balance error.
+    # up to ±0.8 EV and a white-balance error: one gain per channel.
     sub = img[::4, ::4].reshape(-1, 3) @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
     key = float(np.exp(np.mean(np.log(np.maximum(sub, 1e-4)))))
     target = AUTO_EXPOSURE_KEY * 2.0 ** rng.uniform(-0.8, 0.8)
-    img *= np.float32(target / max(key, 1e-4))
-    img *= rng.uniform(0.85, 1.15, 3).astype(np.float32)[None, None]
+    gain = (target / max(key, 1e-4)) * rng.uniform(0.85, 1.15, 3)
     # Dual fisheye (lenses along ±x): vignetting towards the stitch at lon = ±90°, and a small
     # exposure step between the two lenses' halves.
-    cos_axis = np.abs(np.cos(lon)).astype(np.float32)  # [W], 1 on a lens axis
-    strength = rng.uniform(0.1, 0.3)
-    vignette = 1 - strength * (1 - cos_axis) ** 2
-    back = (np.cos(lon) < 0).astype(np.float32)
-    step = 1 + rng.uniform(-0.08, 0.08) * back
-    img *= (vignette * step)[None, :, None]
+    cos_axis = np.abs(np.cos(lon))  # [W], 1 on a lens axis
+    vignette = 1 - rng.uniform(0.1, 0.3) * (1 - cos_axis) ** 2
+    step = 1 + rng.uniform(-0.08, 0.08) * (np.cos(lon) < 0)
+    img *= (vignette * step)[None, :, None].astype(np.float32) * gain.astype(np.float32)
     # Optics blur before the sensor.
     img = _blur_wrapped(img, float(rng.uniform(0.5, 1.3)))
-    # Shot and read noise (in linear units of full scale), then a filmic tone curve.
+    # Shot and read noise (in linear units of full scale).
     shot, read = np.float32(rng.uniform(3e-4, 3e-3)), np.float32(rng.uniform(1e-3, 5e-3))
     sigma = np.sqrt(np.maximum(img, 0) * shot + read * read)
     img += sigma * _sensor_noise(img.shape, rng)
-    # Highlight shoulder: linear up to the knee, then an exponential roll-off towards 1.
-    knee = np.float32(rng.uniform(0.55, 0.8))
-    over = img > knee
-    img[over] = knee + (1 - knee) * (1 - np.exp((knee - img[over]) / (1 - knee)))
-    out = _encode_srgb(img)
+    out = _encode_with_shoulder(img, float(rng.uniform(0.55, 0.8)))
     quality = int(rng.integers(35, 85))
-    ok, buf = cv2.imencode(".jpg", out[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)  # contiguous: far cheaper to encode than a view
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
         raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def apply_haze(

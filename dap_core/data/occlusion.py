@@ -20,7 +20,7 @@ CONTACT_DEPTH = 0.5
 CONTACT_BLUR_M = 0.18
 CONTACT_CELL_M = 0.04
 SHADOW_LIGHT = 0.3  # fraction of the sun's light that still arrives in a shadow
-SHADOW_LEVELS = ((80.0, 0.2), (800.0, 2.0))  # (half extent, cell) of the two shadow maps, m
+SHADOW_LEVELS = ((150.0, 0.3),)  # (half extent, cell) of each shadow map around the camera, m
 
 
 def _outline(prim: Primitive, n: int = 16) -> np.ndarray:
@@ -90,7 +90,8 @@ class ContactMap:
 
 class SunShadowMap:
     """Which ground points the sun cannot see: every object's shadow, projected along the sun
-    onto z = 0 and filled into a fine near map and a coarse far map centred on the camera."""
+    onto z = 0 and filled into top-down maps centred on the camera (SHADOW_LEVELS, finest
+    first; ground beyond the last map is lit)."""
 
     def __init__(self, prims: list[Primitive], sun: tuple[float, float, float], centre):
         s = np.asarray(sun, dtype=np.float64)
