@@ -197,20 +197,27 @@ def _lines(x: np.ndarray, period: float, width: float) -> np.ndarray:
     return ((f < width * 0.5) | (f > period - width * 0.5)).astype(np.float32)
 
 
-def _compose(c1: np.ndarray, f1: np.ndarray, c2: np.ndarray, f2) -> np.ndarray:
-    """Per-pixel albedo [N, 3] = f1 · c1 + f2 · c2, clipped to [0, 1]."""
-    out = f1[:, None] * c1[None]
+def _compose(c1: np.ndarray, f1: np.ndarray, c2: np.ndarray, f2, out=None) -> np.ndarray:
+    """Per-pixel albedo [N, 3] = f1 · c1 + f2 · c2, clipped to [0, 1] (into `out` if given)."""
+    out = np.multiply(f1[:, None], c1[None], out=out)
     if f2 is not None:
         out += f2[:, None] * c2[None]
     return np.clip(out, 0.0, 1.0, out=out)
 
 
 def albedo(
-    mat: Material, s: np.ndarray, t: np.ndarray, noise: NoiseBank, style: Style, salt: int
+    mat: Material,
+    s: np.ndarray,
+    t: np.ndarray,
+    noise: NoiseBank,
+    style: Style,
+    salt: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Linear-RGB albedo [N, 3] float32 of `mat` at surface coordinates (s, t) in metres.
 
     Every pattern is a per-pixel blend f1 · color + f2 · color2 of the material's two colours.
+    out: optional float32 [N, 3] array to write into (saves a copy).
     """
     s = s.astype(np.float32, copy=False)
     t = t.astype(np.float32, copy=False)
@@ -273,7 +280,8 @@ def albedo(
     if weather is not None:
         f1 = f1 * weather
         f2 = None if f2 is None else f2 * weather
-    return _compose(restyle_color(mat.color, style), f1, restyle_color(mat.color2, style), f2)
+    c1, c2 = restyle_color(mat.color, style), restyle_color(mat.color2, style)
+    return _compose(c1, f1, c2, f2, out=out)
 
 
 def _facade(mat: Material, s: np.ndarray, t: np.ndarray, salt: int):

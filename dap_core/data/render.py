@@ -248,17 +248,18 @@ _ROOM_NORMALS = np.array(
 )  # inward normal of each room face
 
 
-def _room_face(scene, q: np.ndarray, face: int, is_room: bool, noise, style):
-    """Albedo [N, 3] and emitted radiance [N, 3] (or None) of points on one room face."""
+def _room_face(scene, q: np.ndarray, face: int, is_room: bool, noise, style, alb: np.ndarray):
+    """Albedo (written into `alb` [N, 3]) and emitted radiance [N, 3] (or None) of points on
+    one room face."""
     mats = scene.room_materials if is_room else scene.shell_materials
     if face < 4:
         s, t, mat_id = q[:, 1] if face < 2 else q[:, 0], q[:, 2], mats[0]
     else:
         s, t, mat_id = q[:, 0], q[:, 1], mats[1 if face == 4 else 2]
-    alb = ap.albedo(scene.materials[mat_id], s, t, noise, style, mat_id)
+    ap.albedo(scene.materials[mat_id], s, t, noise, style, mat_id, out=alb)
     emit = None
     if not is_room:
-        return alb, emit
+        return emit
     if face < 4:
         for dec in scene.decals:
             if dec.wall != face:
@@ -277,7 +278,7 @@ def _room_face(scene, q: np.ndarray, face: int, is_room: bool, noise, style):
             if m.any():
                 emit = np.zeros_like(alb) if emit is None else emit
                 emit[m] = LAMP_RADIANCE
-    return alb, emit
+    return emit
 
 
 def _cast(scene, o: np.ndarray, yaw: float, height: int, width: int) -> _Frame:
@@ -316,7 +317,7 @@ def _surfaces(scene, camera, p, key, starts, bounds, noise, style):
         q = p[a:b]
         if obj_id in (ROOM_ID, SHELL_ID):
             n[a:b] = _ROOM_NORMALS[face]
-            alb[a:b], e = _room_face(scene, q, face, obj_id == ROOM_ID, noise, style)
+            e = _room_face(scene, q, face, obj_id == ROOM_ID, noise, style, alb[a:b])
             if e is not None:
                 emit = np.zeros_like(alb) if emit is None else emit
                 emit[a:b] = e
@@ -337,7 +338,7 @@ def _surfaces(scene, camera, p, key, starts, bounds, noise, style):
             materials = np.unique(mat_ids).tolist()  # one, or two (roofs, table tops)
             if len(materials) == 1:
                 m = materials[0]
-                alb[a:b] = ap.albedo(scene.materials[m], s_uv, t_uv, noise, style, m)
+                ap.albedo(scene.materials[m], s_uv, t_uv, noise, style, m, out=alb[a:b])
                 continue
             for m in materials:
                 mm = np.flatnonzero(mat_ids == m)
