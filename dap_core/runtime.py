@@ -36,7 +36,7 @@ LOG = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "bf16", "fp16")
-CPU_MEASURE_RUNS = 3  # timed forwards per backend when "auto" compares torch and onnxruntime
+CPU_MEASURE_RUNS = 5  # timed forwards per backend when "auto" compares torch and onnxruntime
 
 
 def available_cores() -> int:
@@ -260,7 +260,7 @@ class Predictor:
                 self.backend_reason = f"auto: onnxruntime unusable ({err}); torch on CPU"
                 return self._torch_runner()
             runners = {"torch": self._torch_runner(), "onnxruntime": ort_runner}
-            timings = {name: self._measure(r) for name, r in runners.items()}
+            timings = self._measure(runners)
             self._store_cpu_timings(timings)
         best = min(timings, key=timings.get)
         other = next(n for n in timings if n != best)
@@ -274,15 +274,19 @@ class Predictor:
             return runners[best]
         return self._torch_runner() if best == "torch" else self._onnxruntime_runner()
 
-    def _measure(self, runner) -> float:
+    def _measure(self, runners: dict) -> dict[str, float]:
+        """Median forward ms of each runner; runs alternate so that load drift on a shared
+        machine hits every backend alike."""
         x = self._input_buffer(1)
-        runner.run(x, {})  # warm-up
-        samples = []
+        for runner in runners.values():
+            runner.run(x, {})  # warm-up
+        samples: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(CPU_MEASURE_RUNS):
-            timings: dict[str, float] = {}
-            runner.run(x, timings)
-            samples.append(timings["forward"])
-        return float(np.median(samples))
+            for name, runner in runners.items():
+                timings: dict[str, float] = {}
+                runner.run(x, timings)
+                samples[name].append(timings["forward"])
+        return {name: float(np.median(values)) for name, values in samples.items()}
 
     def _timings_path(self) -> Path:
         import onnxruntime
