@@ -33,7 +33,7 @@ from dap_core.benchmark import (  # noqa: E402
     gpu_variants,
     machine_summary,
     random_rgb,
-    time_predictor,
+    time_predictors,
 )
 
 SHIPPED = REPO / "weights" / "dap_small"
@@ -72,12 +72,13 @@ def cpu_end_to_end(model, label: str, threads: int, repeats: int, cache: str):
     for masks in (None, (model.config.mask_thresholds[-1],)):
         n = len(model.config.mask_thresholds) if masks is None else len(masks)
         gflop = flops(model.config, h, w, n) / 1e9
-        rows = {}
-        for backend in ("torch", "onnxruntime"):
-            predictor = Predictor(
+        predictors = {
+            backend: Predictor(
                 model, backend=backend, mask_thresholds=masks, threads=threads, cache_dir=cache
             )
-            rows[backend] = time_predictor(predictor, rgb, repeats)
+            for backend in ("torch", "onnxruntime")
+        }
+        rows = time_predictors(predictors, rgb, repeats)
         auto = Predictor(model, mask_thresholds=masks, threads=threads, cache_dir=cache)
         print(f"  depth + {n} mask head(s), {gflop:.1f} GFLOP:")
         for backend, stages in rows.items():
@@ -112,8 +113,8 @@ def cpu_forward_pair(
         f"GEMM now {gemm:.0f} GFLOP/s"
     )
     medians = {}
-    for backend in ("torch", "onnxruntime"):
-        predictor = Predictor(
+    predictors = {
+        backend: Predictor(
             model,
             backend=backend,
             input_size=(height, width),
@@ -121,7 +122,11 @@ def cpu_forward_pair(
             cache_dir=cache,
             warmup=repeats > 1,
         )
-        forward = time_predictor(predictor, rgb, repeats, warmup=0)["forward"]
+        for backend in ("torch", "onnxruntime")
+    }
+    timed = time_predictors(predictors, rgb, repeats, warmup=0)
+    for backend in predictors:
+        forward = timed[backend]["forward"]
         medians[backend] = forward.median_ms
         eff = gflop / (forward.median_ms / 1e3) / gemm
         print(f"    {backend:12s} {forward}  eff {eff:.0%}")

@@ -61,6 +61,25 @@ def time_predictor(predictor, rgb: np.ndarray, repeats: int, warmup: int = 1) ->
     return {name: _latency(values) for name, values in stages.items()}
 
 
+def time_predictors(
+    predictors: dict, rgb: np.ndarray, repeats: int, warmup: int = 1
+) -> dict[str, dict[str, Latency]]:
+    """`time_predictor` for several predictors, calls alternating between them so that load
+    drift on a shared machine affects each alike (for same-run ratios)."""
+    for predictor in predictors.values():
+        for _ in range(warmup):
+            predictor.predict(rgb)
+    stages: dict[str, dict[str, list[float]]] = {name: {} for name in predictors}
+    for _ in range(repeats):
+        for name, predictor in predictors.items():
+            for stage, ms in predictor.predict(rgb).timings.items():
+                stages[name].setdefault(stage, []).append(ms)
+    return {
+        name: {stage: _latency(values) for stage, values in per.items()}
+        for name, per in stages.items()
+    }
+
+
 def gemm_gflops(threads: int) -> float:
     """Best-of-5 float32 GEMM rate (GFLOP/s) with `threads` torch threads: the machine's
     ceiling for the FLOP-heavy parts of DAP, measured in the same run as the model."""
