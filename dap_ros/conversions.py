@@ -2,8 +2,12 @@
 
 Decoding validates everything a camera (or a broken bag) can get wrong and raises `InputError`
 with a message naming the problem; the node logs it and waits for the next frame. Encoding
-fills `msg.data` from one copy of a contiguous buffer (never an ndarray or memoryview, which
-the generated setters copy element by element: see shared/notes/ros2_from_pip.md).
+fills `msg.data` with an array.array('B') (never an ndarray or memoryview, which the generated
+setters copy element by element: see shared/notes/ros2_from_pip.md). Messages are created
+with field checks on, whose setters keep an array.array as it is (without them the setter
+copies it once more). `ImageBuffer` / `CloudBuffer` go further for the node: one message kept
+between frames whose pixels numpy writes in place, since rclpy copies a message while
+publishing it; a frame then costs no copy at all beyond computing the values.
 cv_bridge is used for raw images when it is importable; the numpy path is the same conversion.
 """
 
@@ -29,6 +33,8 @@ __all__ = [
     "ENCODING_CHANNELS",
     "MAX_PANORAMA_WIDTH",
     "MIN_PANORAMA_HEIGHT",
+    "CloudBuffer",
+    "ImageBuffer",
     "InputError",
     "check_panorama_size",
     "cloud_to_msg",
@@ -201,13 +207,77 @@ def _byte_array(values: np.ndarray) -> array.array:
     return out
 
 
+def _new_message(kind: type, **fields):
+    """`kind(**fields)` with field checks on where the message supports them (ROS 2 Jazzy and
+    later): its setters then keep an array.array('B') instead of copying it."""
+    if "_check_fields" in getattr(kind, "__slots__", ()):
+        return kind(check_fields=True, **fields)
+    return kind(**fields)
+
+
 def _image(header: Header, pixels: np.ndarray, encoding: str, channels: int, itemsize: int):
     height, width = pixels.shape[:2]
-    msg = Image(header=header, height=height, width=width, encoding=encoding)
+    msg = _new_message(Image, header=header, height=height, width=width, encoding=encoding)
     msg.is_bigendian = int(_BIG_ENDIAN and itemsize > 1)
     msg.step = width * channels * itemsize
     msg.data = _byte_array(pixels)
     return msg
+
+
+def _zeroed_data(msg, nbytes: int) -> np.ndarray:
+    """Give `msg` a zeroed data buffer of `nbytes`; returns a writable uint8 view of it."""
+    msg.data = array.array("B", bytes(nbytes))
+    return np.frombuffer(msg.data, dtype=np.uint8)  # the setter may have copied: view its array
+
+
+_IMAGE_LAYOUT = {"32FC1": (np.float32, 1), "mono8": (np.uint8, 1), "rgb8": (np.uint8, 3)}
+
+
+class ImageBuffer:
+    """One Image message kept between frames; `frame` returns its pixels to write in place.
+
+    encoding: 32FC1 (float32 [H, W]), mono8 (uint8 [H, W]) or rgb8 (uint8 [H, W, 3]). The
+    message and its buffer are reallocated only when the size changes. Publish `msg` before
+    the next `frame` call overwrites its pixels (rclpy copies the message while publishing).
+    """
+
+    def __init__(self, encoding: str) -> None:
+        if encoding not in _IMAGE_LAYOUT:
+            raise ValueError(f"ImageBuffer encodes {sorted(_IMAGE_LAYOUT)}, got '{encoding}'")
+        self.encoding = encoding
+        self.msg: Image | None = None
+        self.pixels: np.ndarray | None = None
+
+    def frame(self, header: Header, height: int, width: int) -> np.ndarray:
+        """The pixels of the message for this frame (stamped with `header`), contents stale."""
+        if self.pixels is None or self.pixels.shape[:2] != (height, width):
+            dtype, channels = _IMAGE_LAYOUT[self.encoding]
+            itemsize = np.dtype(dtype).itemsize
+            msg = _new_message(Image, height=height, width=width, encoding=self.encoding)
+            msg.is_bigendian = int(_BIG_ENDIAN and itemsize > 1)
+            msg.step = width * channels * itemsize
+            data = _zeroed_data(msg, msg.step * height)
+            shape = (height, width) if channels == 1 else (height, width, channels)
+            self.msg, self.pixels = msg, data.view(dtype).reshape(shape)
+        self.msg.header = header
+        return self.pixels
+
+
+class CloudBuffer:
+    """One organized PointCloud2 (x, y, z, rgb) kept between frames; see `ImageBuffer`."""
+
+    def __init__(self) -> None:
+        self.msg: PointCloud2 | None = None
+        self.points: np.ndarray | None = None
+
+    def frame(self, header: Header, height: int, width: int) -> np.ndarray:
+        """float32 [height, width, 4] records of the message for this frame, contents stale."""
+        if self.points is None or self.points.shape[:2] != (height, width):
+            msg = _cloud_message(height, width, organized=True)
+            data = _zeroed_data(msg, msg.row_step * height)
+            self.msg, self.points = msg, data.view(np.float32).reshape(height, width, 4)
+        self.msg.header = header
+        return self.points
 
 
 def depth_to_msg(range_img: np.ndarray, header: Header) -> Image:
@@ -233,7 +303,7 @@ def rgb_to_compressed(rgb: np.ndarray, header: Header, quality: int = 90) -> Com
     )
     if not ok:
         raise ValueError(f"JPEG encoding failed for an image of shape {rgb.shape}")
-    msg = CompressedImage(header=header, format="rgb8; jpeg compressed bgr8")
+    msg = _new_message(CompressedImage, header=header, format="rgb8; jpeg compressed bgr8")
     msg.data = _byte_array(jpeg)
     return msg
 
@@ -247,12 +317,18 @@ def cloud_to_msg(cloud: np.ndarray, header: Header, organized: bool) -> PointClo
     if cloud.ndim != 3 or cloud.shape[2] != 4 or cloud.dtype != np.float32:
         raise ValueError(f"cloud must be float32 [h, w, 4], got {cloud.dtype} {cloud.shape}")
     height, width = cloud.shape[:2]
-    msg = PointCloud2(header=header, height=height, width=width, fields=list(CLOUD_FIELDS))
+    msg = _cloud_message(height, width, organized)
+    msg.header = header
+    msg.data = _byte_array(cloud)
+    return msg
+
+
+def _cloud_message(height: int, width: int, organized: bool) -> PointCloud2:
+    msg = _new_message(PointCloud2, height=height, width=width, fields=list(CLOUD_FIELDS))
     msg.is_bigendian = _BIG_ENDIAN
     msg.point_step = 16
     msg.row_step = 16 * width
     msg.is_dense = not organized
-    msg.data = _byte_array(cloud)
     return msg
 
 
@@ -270,7 +346,7 @@ def scan_to_msg(
     All beams of a panorama are taken at once, so time_increment is 0; scan_time is the time
     between frames (seconds, 0 when unknown).
     """
-    msg = LaserScan(header=header)
+    msg = LaserScan(header=header)  # small: no need for the checked setters
     msg.angle_min = float(angle_min)
     msg.angle_increment = float(angle_increment)
     msg.angle_max = float(angle_min + (len(ranges) - 1) * angle_increment)
@@ -290,7 +366,7 @@ def scan_to_msg(
 # Readers for subscribers and tests
 # ---------------------------------------------------------------------------------------------
 
-_NUMPY_IMAGE = {"32FC1": (np.float32, 1), "mono8": (np.uint8, 1), "rgb8": (np.uint8, 3)}
+_NUMPY_IMAGE = _IMAGE_LAYOUT
 
 
 def image_to_numpy(msg: Image) -> np.ndarray:

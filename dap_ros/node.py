@@ -23,14 +23,14 @@ Run: `python -m dap_ros.node --ros-args --params-file config/dap.yaml`, `dap_nod
 
 from __future__ import annotations
 
-import importlib
 import math
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
@@ -52,68 +52,14 @@ from dap_ros import conversions, projection
 from dap_ros.diagnostics import FrameStats, diagnostic_array
 from dap_ros.frame_slot import FrameSlot
 from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
+from dap_ros.predictors import HeadPredictors, PredictorLike, head_predictors
 
-__all__ = ["NODE_NAME", "DapNode", "load_predictor", "main"]
+__all__ = ["NODE_NAME", "DapNode", "PredictorLike", "main"]
 
 NODE_NAME = "dap"
 PARAMETER_NAMES = frozenset(spec.name for spec in PARAMETERS)
 WARN_EVERY_S = 5.0  # a repeated problem is logged at most once per this many seconds
 _WORKER_POLL_S = 0.1
-_DEFAULT_WEIGHTS = Path("weights") / "dap_small"
-
-
-class PredictorLike(Protocol):
-    """What the node needs from a model: dap_core.runtime.Predictor or a stand-in."""
-
-    backend: str
-
-    def predict(self, rgb: Any) -> Prediction: ...
-
-
-def _default_weights() -> Path:
-    """The shipped weights: share/dap_ros/weights/dap_small, or weights/dap_small in a checkout."""
-    candidates = [Path(__file__).resolve().parents[1] / _DEFAULT_WEIGHTS]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.insert(0, Path(get_package_share_directory("dap_ros")) / _DEFAULT_WEIGHTS)
-    except (ImportError, LookupError, ValueError, OSError):
-        pass  # not installed through ament: the checkout path is the only candidate
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        "no 'weights' parameter given and the shipped weights were not found at "
-        + " or ".join(str(c) for c in candidates)
-    )
-
-
-def _input_size(height: int) -> tuple[int, int] | None:
-    return (height, 2 * height) if height else None  # 0: keep the weights' own input size
-
-
-def load_predictor(settings: Settings) -> PredictorLike:
-    """The model the node serves: `settings.predictor` ('module:factory') or a DAP Predictor."""
-    if settings.predictor:
-        module_name, _, factory_name = settings.predictor.partition(":")
-        factory = getattr(importlib.import_module(module_name), factory_name, None)
-        if factory is None:
-            raise ValueError(f"predictor factory '{settings.predictor}' does not exist")
-        predictor = factory()
-    else:
-        from dap_core.runtime import Predictor  # torch and the model load only here
-
-        predictor = Predictor(
-            settings.weights or _default_weights(),
-            backend=settings.backend,
-            device=settings.device,
-            precision=settings.precision,
-            input_size=_input_size(settings.input_height),
-            threads=settings.threads or None,
-        )
-    if not callable(getattr(predictor, "predict", None)) or not hasattr(predictor, "backend"):
-        raise ValueError(f"{predictor!r} has no .predict(rgb) and .backend")
-    return predictor
 
 
 class _Throttle:
@@ -148,19 +94,52 @@ def _stamp_ns(header: Header) -> int:
 
 
 class DapNode(Node):
-    """Panoramic depth node; `predictor` injects a model object (else the `predictor`/`weights`
-    parameters decide)."""
+    """Panoramic depth node.
 
-    def __init__(self, predictor: PredictorLike | None = None, **node_kwargs: Any) -> None:
+    Models: `predictor` injects one object that serves every mask threshold;
+    `predictor_factory(threshold)` builds a predictor for one range-mask head, called once
+    per threshold in use, with `mask_heads` the thresholds it accepts (None: any). Without
+    either, the `predictor` / `weights` parameters decide (see dap_ros.predictors).
+    """
+
+    def __init__(
+        self,
+        predictor: PredictorLike | None = None,
+        *,
+        predictor_factory: Callable[[int], PredictorLike] | None = None,
+        mask_heads: Sequence[int] | None = None,
+        **node_kwargs: Any,
+    ) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         declare_all(self)
         self._settings = read_settings(self)
-        self._predictor = predictor if predictor is not None else load_predictor(self._settings)
+        if predictor is not None and predictor_factory is not None:
+            raise ValueError("give a predictor or a predictor_factory, not both")
+        if predictor is not None:
+            self._heads = HeadPredictors.fixed(predictor)
+        elif predictor_factory is not None:
+            self._heads = HeadPredictors(predictor_factory, mask_heads)
+        else:
+            self._heads = head_predictors(self._settings)
+        # The first head is built now, so that bad weights stop the start with a clear error.
+        self._head = self._settings.mask_threshold
+        self._predictor = self._heads.get(self._head)
+        self._failed_heads: dict[int, str] = {}  # threshold -> why its predictor did not build
         self.backend = str(self._predictor.backend)
         self.stats = FrameStats()
         self._slot: FrameSlot[Image | CompressedImage] = FrameSlot()
         self._throttle = _Throttle(WARN_EVERY_S)
         self._logged_first_frame = False
+        self._workspace = projection.Workspace()  # the worker's scratch arrays
+        self._depth_out = conversions.ImageBuffer("32FC1")
+        self._mask_out = conversions.ImageBuffer("mono8")
+        self._cloud_out = conversions.CloudBuffer()
+        self._preview_out = conversions.ImageBuffer("rgb8")
+        self._preview_bar: tuple | None = None  # (height, width, scale) of the bar drawn
+        self._publish_s = 0.0  # time in publish() during the current frame
+        # Milliseconds of the last processed frame: decode, inference, outputs (building the
+        # messages), publish (rclpy + DDS). Read by bench/bench_node_host.py.
+        self.last_frame_ms: dict[str, float] = {}
 
         s = self._settings
         out_qos = _qos(s.output_reliable)
@@ -194,7 +173,8 @@ class DapNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"ready: {in_type.__name__} on '{self._subscription.topic_name}', backend "
-            f"{self.backend}, mask {s.mask_threshold} m, cloud stride {s.cloud_stride}"
+            f"{self.backend}, running {self._heads.describe(s.mask_threshold)}, cloud stride "
+            f"{s.cloud_stride}"
         )
 
     # -- parameters -----------------------------------------------------------------------
@@ -208,10 +188,36 @@ class DapNode(Node):
         changes = {p.name: p.value for p in parameters if p.name in PARAMETER_NAMES}
         try:
             updated = self._settings.replaced(changes)
+            if "mask_threshold" in changes:
+                self._heads.check(updated.mask_threshold)  # the weights must have that head
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
+        if "mask_threshold" in changes:
+            self._failed_heads.pop(updated.mask_threshold, None)  # asked again: try again
         self._settings = updated  # one reference swap: the worker sees old or new, never a mix
         return SetParametersResult(successful=True)
+
+    def _predictor_for(self, threshold: int) -> PredictorLike:
+        """The predictor of `threshold`'s head; built here (worker thread) on first use."""
+        if threshold == self._head:
+            return self._predictor
+        if threshold in self._failed_heads:
+            raise RuntimeError(self._failed_heads[threshold])
+        fresh = not self._heads.built(threshold)
+        if fresh:
+            self.get_logger().info(f"mask_threshold {threshold} m: building its predictor")
+        started = time.monotonic()
+        try:
+            predictor = self._heads.get(threshold)
+        except Exception as err:  # e.g. an export or a backend that fails for this head
+            reason = f"no predictor for mask_threshold {threshold} m: {type(err).__name__}: {err}"
+            self._failed_heads[threshold] = reason
+            raise RuntimeError(reason) from err
+        self._predictor, self._head = predictor, threshold
+        self.backend = str(predictor.backend)
+        built = f" (built in {time.monotonic() - started:.1f} s)" if fresh else ""
+        self.get_logger().info(f"running {self._heads.describe(threshold)}{built}")
+        return predictor
 
     # -- input ----------------------------------------------------------------------------
 
@@ -237,10 +243,11 @@ class DapNode(Node):
     def process(self, msg: Image | CompressedImage, arrived: float | None = None) -> bool:
         """Decode, infer and publish one frame; True when its outputs were published.
 
-        Never raises: bad input and failures are counted and logged (throttled).
+        Never raises: bad input and failures are counted and logged (throttled). Stage times
+        of the frame are left in `last_frame_ms`.
         """
         started = time.monotonic() if arrived is None else arrived
-        taken = time.monotonic()
+        taken = time.perf_counter()
         s = self._settings
         try:
             if isinstance(msg, CompressedImage):
@@ -251,9 +258,10 @@ class DapNode(Node):
             self._problem("bad_input", f"bad input image: {err}")
             return False
         try:
-            before = time.monotonic()
-            prediction = self._predictor.predict(rgb)
-            inference_ms = (time.monotonic() - before) * 1e3
+            predictor = self._predictor_for(s.mask_threshold)
+            before = time.perf_counter()
+            prediction = predictor.predict(rgb)
+            after = time.perf_counter()
             if prediction.range_m.shape != rgb.shape[:2]:
                 raise RuntimeError(
                     f"predictor returned range {prediction.range_m.shape} for an image "
@@ -264,14 +272,21 @@ class DapNode(Node):
         except Exception as err:  # the node must outlive any model or DDS error
             self._problem("failed", f"frame failed: {type(err).__name__}: {err}")
             return False
-        done = time.monotonic()
+        done = time.perf_counter()
+        inference_ms = (after - before) * 1e3
+        self.last_frame_ms = {
+            "decode": (before - taken) * 1e3,
+            "inference": inference_ms,
+            "outputs": (done - after - self._publish_s) * 1e3,
+            "publish": self._publish_s * 1e3,
+        }
         latency_ms = (time.time_ns() - _stamp_ns(msg.header)) / 1e6
         self.stats.processed_frame(latency_ms, (done - taken) * 1e3, inference_ms)
         if not self._logged_first_frame:
             self._logged_first_frame = True
             self.get_logger().info(
                 f"first frame {rgb.shape[1]}x{rgb.shape[0]} processed in "
-                f"{(done - started) * 1e3:.0f} ms (inference {inference_ms:.0f} ms)"
+                f"{(time.monotonic() - started) * 1e3:.0f} ms (inference {inference_ms:.0f} ms)"
             )
         return True
 
@@ -284,47 +299,98 @@ class DapNode(Node):
         return s.process_without_subscribers or publisher.get_subscription_count() > 0
 
     def _publish(self, s: Settings, header: Header, rgb, prediction: Prediction) -> None:
+        """Build every wanted output, then publish them all, timing the publish() calls.
+
+        Building first keeps subscribers (woken by the first message) from competing with the
+        building for the CPU and memory bandwidth.
+        """
+        built = self._build_outputs(s, header, rgb, prediction)
+        start = time.perf_counter()
+        for publisher, msg in built:
+            publisher.publish(msg)
+        self._publish_s = time.perf_counter() - start  # rclpy + DDS: copying, serializing
+
+    def _build_outputs(self, s: Settings, header: Header, rgb, prediction: Prediction) -> list:
+        """(publisher, message) for each output that has a subscriber (all of them with
+        process_without_subscribers). Full-size outputs are written in place into messages
+        kept between frames; the range image is computed once and shared by cloud and preview.
+        """
+        depth, mask, points, scan, colored = (self._wanted(p, s) for p in self._outputs)
+        height, width = prediction.range_m.shape
+        ws = self._workspace
+        built = []
+        within = projection.within_mask(
+            prediction, s.mask_threshold, out=ws.get("within", (height, width), bool)
+        )
+        if mask:
+            pixels = self._mask_out.frame(header, height, width)
+            np.multiply(within.view(np.uint8), np.uint8(255), out=pixels)
+            built.append((self._pub_mask, self._mask_out.msg))
+        if scan:
+            built.append((self._pub_scan, self._scan_message(s, header, prediction, within)))
+        if not (depth or points or colored):
+            return built
+        range_img = projection.range_image(
+            prediction.range_m,
+            within,
+            s.min_range,
+            s.max_range,
+            out=self._depth_out.frame(header, height, width),
+            workspace=ws,
+        )
+        if depth:
+            built.append((self._pub_depth, self._depth_out.msg))
+        if points:
+            built.append((self._pub_points, self._cloud_message(s, header, range_img, rgb)))
+        if colored:
+            built.append((self._pub_colored, self._preview_message(s, header, range_img)))
+        return built
+
+    def _scan_message(self, s: Settings, header: Header, prediction, within) -> LaserScan:
         width = prediction.range_m.shape[1]
-        within = prediction.within(s.mask_threshold)
-        gated = projection.range_image(prediction.range_m, within)
-        limited = projection.limit_range(gated, s.min_range, s.max_range)
-        if self._wanted(self._pub_depth, s):
-            self._pub_depth.publish(conversions.depth_to_msg(limited, header))
-        if self._wanted(self._pub_mask, s):
-            self._pub_mask.publish(conversions.mask_to_msg(within, header))
-        if self._wanted(self._pub_points, s):
+        beams = min(s.scan_beams, width)
+        if beams < s.scan_beams and self._throttle(f"scan_beams {s.scan_beams} > {width}"):
+            self.get_logger().warning(
+                f"scan_beams {s.scan_beams} exceeds the image width {width}; using {width}"
+            )
+        ranges, layout = projection.build_scan(
+            prediction.range_m,
+            beams,
+            s.scan_min_height,
+            s.scan_max_height,
+            s.min_range,
+            s.max_range,
+            within=within,
+        )
+        return conversions.scan_to_msg(
+            ranges, layout.angle_min, layout.angle_increment, s.min_range, s.max_range, header
+        )
+
+    def _cloud_message(self, s: Settings, header: Header, range_img, rgb) -> PointCloud2:
+        stride = s.cloud_stride
+        band = (s.cloud_min_height, s.cloud_max_height)
+        if not s.cloud_organized:  # the point count changes every frame: a new message
             cloud = projection.build_cloud(
-                limited,
-                rgb,
-                s.cloud_stride,
-                s.cloud_min_height,
-                s.cloud_max_height,
-                s.cloud_organized,
+                range_img, rgb, stride, *band, False, workspace=self._workspace
             )
-            self._pub_points.publish(conversions.cloud_to_msg(cloud, header, s.cloud_organized))
-        if self._wanted(self._pub_scan, s):
-            beams = min(s.scan_beams, width)
-            if beams < s.scan_beams and self._throttle(f"scan_beams {s.scan_beams} > {width}"):
-                self.get_logger().warning(
-                    f"scan_beams {s.scan_beams} exceeds the image width {width}; using {width}"
-                )
-            ranges, layout = projection.build_scan(
-                gated, beams, s.scan_min_height, s.scan_max_height, s.min_range, s.max_range
-            )
-            self._pub_scan.publish(
-                conversions.scan_to_msg(
-                    ranges,
-                    layout.angle_min,
-                    layout.angle_increment,
-                    s.min_range,
-                    s.max_range,
-                    header,
-                )
-            )
-        if self._wanted(self._pub_colored, s):
-            scale = min(float(s.mask_threshold), s.max_range)
-            preview = add_colorbar(colorize_range(limited, scale), scale)
-            self._pub_colored.publish(conversions.rgb_to_msg(preview, header))
+            return conversions.cloud_to_msg(cloud, header, False)
+        height, width = (-(-n // stride) for n in range_img.shape)  # ceil(n / stride)
+        out = self._cloud_out.frame(header, height, width)
+        ws = self._workspace
+        projection.build_cloud(range_img, rgb, stride, *band, True, out=out, workspace=ws)
+        return self._cloud_out.msg
+
+    def _preview_message(self, s: Settings, header: Header, range_img) -> Image:
+        height, width = range_img.shape
+        scale = min(float(s.mask_threshold), s.max_range)
+        key = (height, width, scale)
+        if key != self._preview_bar:  # the colour bar changes only with the size or scale
+            framed = add_colorbar(np.zeros((height, width, 3), np.uint8), scale)
+            self._preview_out.frame(header, *framed.shape[:2])[height:] = framed[height:]
+            self._preview_bar = key
+        pixels = self._preview_out.frame(header, self._preview_out.pixels.shape[0], width)
+        pixels[:height] = colorize_range(range_img, scale)
+        return self._preview_out.msg
 
     # -- diagnostics and shutdown ---------------------------------------------------------
 

@@ -82,8 +82,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "mask_threshold",
         100,
         "range mask in metres: pixels the model places beyond it are +inf (no return) in the"
-        " range image, and drop out of the cloud and the scan; the model's heads are 10, 20,"
-        " 50 and 100 m, other values compare the range itself",
+        " range image, and drop out of the cloud and the scan. Only this head runs; it must be"
+        " one of the weights' heads (10, 20, 50, 100 m for DAP; a change builds that head's"
+        " model once, on the worker). A stand-in predictor without heads compares the range",
         (1, 1000),
         dynamic=True,
     ),

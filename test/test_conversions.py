@@ -6,6 +6,7 @@ from dap_core.geometry, so these tests cross-check the node's projection against
 
 from __future__ import annotations
 
+import array
 import math
 import struct
 import zlib
@@ -19,6 +20,7 @@ from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, Poin
 from std_msgs.msg import Header
 
 from dap_core.geometry import pixel_rays
+from dap_core.prediction import Prediction
 from dap_ros import conversions as conv
 from dap_ros import projection as proj
 
@@ -235,6 +237,59 @@ def test_scan_message_angles_and_special_values():
     assert math.isfinite(unbounded.range_max) and unbounded.range_max > 1e38
 
 
+def test_every_message_holds_its_payload_as_an_array_not_an_ndarray(rgb):
+    # An ndarray or memoryview in msg.data costs rclpy an element-by-element conversion.
+    depth = np.ones((H, W), np.float32)
+    messages = [
+        conv.depth_to_msg(depth, header()),
+        conv.mask_to_msg(depth > 0, header()),
+        conv.rgb_to_msg(rgb, header()),
+        conv.rgb_to_compressed(rgb, header()),
+        conv.cloud_to_msg(np.zeros((2, 3, 4), np.float32), header(), organized=True),
+    ]
+    for msg in messages:
+        assert type(msg.data) is array.array and msg.data.typecode == "B", type(msg)
+    assert type(conv.scan_to_msg(depth[0], 0.0, 0.1, 0.0, 9.0, header()).ranges) is array.array
+
+
+@pytest.mark.parametrize("encoding", ["32FC1", "mono8", "rgb8"])
+def test_image_buffer_reuses_one_message_written_in_place(encoding):
+    buffer = conv.ImageBuffer(encoding)
+    rng = np.random.default_rng(9)
+    for frame in range(3):
+        pixels = buffer.frame(header(), H, W)
+        msg = buffer.msg
+        if frame == 0:
+            first_msg, first_data = msg, msg.data
+        assert msg is first_msg and msg.data is first_data  # nothing reallocated
+        values = rng.integers(0, 255, pixels.shape).astype(pixels.dtype)
+        pixels[...] = values
+        again = deserialize_message(serialize_message(msg), Image)
+        assert np.array_equal(conv.image_to_numpy(again), values)  # what rclpy publishes
+        assert (again.encoding, again.height, again.width) == (encoding, H, W)
+        assert again.header.frame_id == "pano" and again.step == values[0].nbytes
+    bigger = buffer.frame(header(), 2 * H, 2 * W)
+    assert bigger.shape[:2] == (2 * H, 2 * W) and buffer.msg.height == 2 * H
+    assert type(buffer.msg.data) is array.array
+
+
+def test_cloud_buffer_is_written_in_place_by_build_cloud(rgb):
+    range_m = np.random.default_rng(10).uniform(0.5, 20.0, (H, W)).astype(np.float32)
+    range_m[:4] = np.inf
+    expected = proj.build_cloud(range_m, rgb, 2, -5.0, 5.0, True)
+    buffer = conv.CloudBuffer()
+    for _ in range(2):  # the second frame reuses the first frame's message
+        points = buffer.frame(header(), H // 2, W // 2)
+        assert proj.build_cloud(range_m, rgb, 2, -5.0, 5.0, True, out=points) is points
+    assert np.array_equal(points.view(np.uint32), expected.view(np.uint32))  # NaN bits too
+    msg = deserialize_message(serialize_message(buffer.msg), PointCloud2)
+    fresh = conv.cloud_to_msg(expected, header(), organized=True)
+    assert bytes(msg.data) == bytes(fresh.data)
+    assert (msg.height, msg.width, msg.row_step, msg.is_dense) == (H // 2, W // 2, 8 * W, False)
+    with pytest.raises(ValueError, match="contiguous float32"):
+        proj.build_cloud(range_m, rgb, 1, -5.0, 5.0, True, out=points)
+
+
 # ---------------------------------------------------------------------------------------------
 # Projection: rays, range image, cloud
 # ---------------------------------------------------------------------------------------------
@@ -243,15 +298,16 @@ def test_scan_message_angles_and_special_values():
 def test_ray_grid_is_pixel_rays_strided_and_cached():
     grid = proj.ray_grid(H, W, 3)
     rays = pixel_rays(H, W).numpy()[::3, ::3]
-    assert np.array_equal(np.stack([grid.x, grid.y, grid.z], -1), rays)
+    assert np.allclose(grid.rays(), rays, rtol=0, atol=2.5e-7)  # float32 factors: ~2 ulp
     assert proj.ray_grid(H, W, 3) is grid
-    assert not grid.x.flags.writeable
+    assert not grid.cos_lon.flags.writeable
     assert np.allclose(grid.cos_lat**2 + grid.sin_lat**2, 1.0, atol=1e-6)
+    assert np.allclose(grid.cos_lon**2 + grid.sin_lon**2, 1.0, atol=1e-6)
 
 
 def test_ray_grid_matches_the_closed_form_convention():
     grid = proj.ray_grid(H, W, 1)
-    assert np.allclose(np.stack([grid.x, grid.y, grid.z], -1), closed_form_rays(H, W), atol=1e-6)
+    assert np.allclose(grid.rays(), closed_form_rays(H, W), atol=1e-6)
 
 
 def cloud_of(range_m: np.ndarray, stride: int = 1, organized: bool = True, band=(-1e3, 1e3)):
@@ -304,17 +360,42 @@ def test_rgb_is_packed_0x00rrggbb():
 def test_range_image_marks_rep117_special_values():
     range_m = np.full((H, W), 7.0, np.float32)
     range_m[0, 0], range_m[0, 1], range_m[0, 2] = np.nan, -1.0, 0.2
+    range_m[3, 4] = 6.5
     within = np.ones((H, W), bool)
     within[1, :] = False
+    within[0, 0] = False  # invalid stays invalid outside the mask
     gated = proj.range_image(range_m, within)
     assert np.isnan(gated[0, 0]) and np.isnan(gated[0, 1])  # invalid
     assert np.isposinf(gated[1]).all()  # outside the mask: no return
-    limited = proj.limit_range(gated, 0.5, 6.0)
+    assert np.array_equal(gated[2:], range_m[2:])
+    limited = proj.range_image(range_m, within, 0.5, 6.0)
     assert np.isneginf(limited[0, 2])  # too close
+    assert np.isposinf(limited[1]).all()  # outside the mask: no return, even if close
     assert np.isposinf(limited[2:]).all()  # beyond max_range
-    assert np.isnan(limited[0, 0])
-    assert proj.limit_range(gated, 0.0, math.inf) is gated
+    assert np.isnan(limited[0, 0]) and np.isnan(limited[0, 1])
     assert np.array_equal(proj.range_image(range_m, None)[2:], range_m[2:])
+    # Written into a caller's buffer, equal to the freshly allocated result.
+    out = np.empty((H, W), np.float32)
+    assert proj.range_image(range_m, within, 0.5, 6.0, out=out) is out
+    assert np.array_equal(out, limited, equal_nan=True)
+
+
+def test_range_image_outside_the_mask_beats_too_close():
+    range_m = np.array([[0.2, 0.2, 50.0, 3.0]], np.float32)
+    within = np.array([[True, False, True, True]])
+    expected = [-np.inf, np.inf, np.inf, 3.0]
+    assert np.array_equal(proj.range_image(range_m, within, 0.5, 10.0)[0], expected)
+
+
+def test_within_mask_uses_the_head_when_it_ran_else_the_range():
+    range_m = np.array([[5.0, 15.0, 25.0, np.nan]], np.float32)
+    probability = np.array([[0.9, 0.5, 0.49, 1.0]], np.float32)
+    prediction = Prediction(range_m, {20: probability})
+    assert proj.within_mask(prediction, 20).tolist() == [[True, True, False, True]]
+    assert proj.within_mask(prediction, 10).tolist() == [[True, False, False, False]]
+    out = np.zeros((1, 4), bool)
+    assert proj.within_mask(prediction, 20, out=out) is out
+    assert np.array_equal(out, prediction.within(20))
 
 
 def test_cloud_has_nan_where_there_is_no_point_and_dense_drops_them():
@@ -391,6 +472,18 @@ def test_scan_equals_a_brute_force_reference_on_random_ranges(band):
     expected = np.array([horizontal[:, sector == b].min() for b in range(beams)])
     expected = np.where(expected > 10.0, np.inf, np.where(expected < 0.3, -np.inf, expected))
     assert np.allclose(ranges, expected, rtol=1e-5)
+
+
+def test_scan_ignores_points_outside_the_range_mask():
+    range_m = np.full((H, W), 6.0, np.float32)
+    range_m[:, W // 2 :] = 2.0  # a near wall on the right half of the image
+    within = np.ones((H, W), bool)
+    within[:, W // 2 :] = False  # ... that the range mask puts beyond its threshold
+    masked, _ = proj.build_scan(range_m, 8, -0.5, 0.5, 0.0, 100.0, within=within)
+    gated = proj.range_image(range_m, within)
+    assert np.array_equal(masked, proj.build_scan(gated, 8, -0.5, 0.5, 0.0, 100.0)[0])
+    # Right half of the image = negative azimuths = the first beams: no return there.
+    assert np.isposinf(masked[:4]).all() and (masked[4:] > 5.0).all()
 
 
 def test_scan_special_values():
