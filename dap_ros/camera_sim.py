@@ -4,9 +4,13 @@ Publishes, with one stamp per frame and frame_id `frame_id`:
   image                  sensor_msgs/Image rgb8 ERP (or image/compressed JPEG with `compressed`)
   ground_truth/depth     32FC1 true range in metres (+inf sky, NaN invalid; REP 117)
 Scenes come from dap_core.data.synthetic (make_scene, Scene.trajectory, Scene.render), so the
-demo can compare the perception node's range with the truth. Rendering a 512x1024 frame takes
-longer than a camera period on a CPU; `precompute_frames` renders that many frames of the path
-at start-up and then replays them in a loop at `rate_hz`.
+demo can compare the perception node's range with the truth. With `scene` "tour" (the
+default) the camera visits indoor and outdoor scenes in turn, a new one every `scene_period`
+seconds: scene k is make_scene(seed + k, "indoor" for even k, "outdoor" for odd k), and the
+camera follows its path from the start. Rendering a 512x1024 frame takes longer than a camera
+period on a CPU; `precompute_frames` renders that many frames at start-up and then replays
+them in a loop at `rate_hz`. In a tour each scene of the loop gets scene_period x rate_hz
+frames, but at most half of them, so that a loop of two frames or more holds both kinds.
 
 Run: `python -m dap_ros.camera_sim --ros-args -p width:=1024 -p rate_hz:=10.0` or
 `dap_camera_sim`; `ros2 launch dap_ros dap.launch.py sim:=true` starts it beside the node.
@@ -14,6 +18,7 @@ Run: `python -m dap_ros.camera_sim --ros-args -p width:=1024 -p rate_hz:=10.0` o
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -30,15 +35,25 @@ from std_msgs.msg import Header
 from dap_ros import conversions
 from dap_ros.params import ParamSpec, declare_all
 
-__all__ = ["SIM_PARAMETERS", "CameraSim", "main"]
+__all__ = ["SCENE_KINDS", "SIM_PARAMETERS", "CameraSim", "SceneTour", "main", "tour_scene"]
+
+SCENE_KINDS = ("indoor", "outdoor")  # a tour alternates them, indoor first
 
 SIM_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("width", 1024, "panorama width in pixels (height = width / 2)", (16, 8192)),
     ParamSpec("rate_hz", 10.0, "frames per second", (0.1, 120.0)),
     ParamSpec("compressed", False, "publish image/compressed (JPEG) instead of raw rgb8"),
     ParamSpec("jpeg_quality", 90, "JPEG quality", (1, 100)),
-    ParamSpec("scene", "indoor", "scene kind", choices=("indoor", "outdoor")),
-    ParamSpec("seed", 0, "scene seed (same seed, same scene)", (0, 2**31 - 1)),
+    ParamSpec(
+        "scene",
+        "tour",
+        "scene kind; tour = indoor and outdoor scenes in turn, a new one every scene_period",
+        choices=("tour", *SCENE_KINDS),
+    ),
+    ParamSpec("scene_period", 10.0, "seconds in each scene of a tour (wall clock)", (0.1, 86400.0)),
+    ParamSpec(
+        "seed", 0, "scene seed (same seed, same scene); tour scene k uses seed + k", (0, 2**31 - 1)
+    ),
     ParamSpec("domain", "sim", "appearance domain", choices=("sim", "real_like")),
     ParamSpec("speed", 1.0, "time scale of the camera path (1 = real time)", (0.0, 100.0)),
     ParamSpec("frame_id", "camera_360", "frame_id of the panorama frame (REP 103)"),
@@ -59,6 +74,7 @@ class SimSettings:
     compressed: bool
     jpeg_quality: int
     scene: str
+    scene_period: float
     seed: int
     domain: str
     speed: float
@@ -77,6 +93,58 @@ class Frame:
 
     rgb: np.ndarray
     range_m: np.ndarray
+
+
+def tour_scene(seed: int, index: int) -> tuple[int, str]:
+    """(seed, kind) of scene `index` (0, 1, ...) of a tour: indoor and outdoor in turn."""
+    return seed + index, SCENE_KINDS[index % len(SCENE_KINDS)]
+
+
+class SceneTour:
+    """Which scene the camera is in, and the time (seconds) along that scene's path.
+
+    settings.scene "tour": scene k (see `tour_scene`) for wall-clock seconds
+    [k, k + 1) x scene_period, its path starting at 0 each time; "indoor" / "outdoor": one scene
+    for ever. Path time runs `speed` times faster than wall-clock time.
+    """
+
+    def __init__(self, settings: SimSettings) -> None:
+        self.settings = settings
+        self._scenes: dict[int, object] = {}
+
+    def describe(self, index: int) -> str:
+        seed, kind = self.seed_and_kind(index)
+        return f"{kind} scene (seed {seed})"
+
+    def seed_and_kind(self, index: int) -> tuple[int, str]:
+        s = self.settings
+        return tour_scene(s.seed, index) if s.scene == "tour" else (s.seed, s.scene)
+
+    def scene(self, index: int):
+        """The Scene of `index`, built on first use; only the newest two are kept."""
+        if index not in self._scenes:
+            from dap_core.data.synthetic import make_scene  # the renderer is only needed here
+
+            self._scenes[index] = make_scene(*self.seed_and_kind(index))
+            for old in [k for k in self._scenes if k < index - 1]:
+                del self._scenes[old]
+        return self._scenes[index]
+
+    def at(self, elapsed_s: float) -> tuple[int, float]:
+        """(scene index, path time) at wall-clock `elapsed_s` seconds since the start."""
+        s = self.settings
+        if s.scene != "tour":
+            return 0, elapsed_s * s.speed
+        index = int(elapsed_s // s.scene_period)
+        return index, (elapsed_s - index * s.scene_period) * s.speed
+
+    def loop(self, frames: int) -> list[tuple[int, float]]:
+        """(scene index, path time) of each frame of a pre-rendered loop of `frames` frames."""
+        s = self.settings
+        if s.scene != "tour":
+            return [(0, k / s.rate_hz * s.speed) for k in range(frames)]
+        per_scene = max(1, min(round(s.scene_period * s.rate_hz), math.ceil(frames / 2)))
+        return [(k // per_scene, (k % per_scene) / s.rate_hz * s.speed) for k in range(frames)]
 
 
 def render_frame(scene, t_seconds: float, settings: SimSettings, noise_seed: int) -> Frame:
@@ -99,15 +167,18 @@ class CameraSim(Node):
         self.settings = SimSettings(**values)
         if self.settings.width % 2:
             raise ValueError(f"width must be even (height = width / 2), got {self.settings.width}")
-        from dap_core.data.synthetic import make_scene  # the renderer is only needed here
-
-        self._scene = make_scene(self.settings.seed, self.settings.scene)
-        self._frames = [
-            render_frame(
-                self._scene, k / self.settings.rate_hz * self.settings.speed, self.settings, k
-            )
-            for k in range(self.settings.precompute_frames)
-        ]
+        self.tour = SceneTour(self.settings)
+        self._frames = []
+        loop = self.tour.loop(self.settings.precompute_frames)
+        for k, (index, t) in enumerate(loop):
+            self._frames.append(render_frame(self.tour.scene(index), t, self.settings, k))
+        if loop:
+            counts: dict[int, int] = {}
+            for index, _ in loop:
+                counts[index] = counts.get(index, 0) + 1
+            parts = ", ".join(f"{self.tour.describe(i)}: {n}" for i, n in counts.items())
+            self.get_logger().info(f"pre-rendered {len(loop)} frames ({parts})")
+        self._scene_index: int | None = None
         image_type = CompressedImage if self.settings.compressed else Image
         topic = "image/compressed" if self.settings.compressed else "image"
         self._pub_image = self.create_publisher(image_type, topic, qos_profile_sensor_data)
@@ -117,10 +188,14 @@ class CameraSim(Node):
         self._start = time.monotonic()
         self._count = 0
         self._timer = self.create_timer(1.0 / self.settings.rate_hz, self._tick)
+        what = (
+            f"a tour of indoor and outdoor scenes ({self.settings.scene_period:g} s each)"
+            if self.settings.scene == "tour"
+            else self.tour.describe(0)
+        )
         self.get_logger().info(
-            f"publishing {self.settings.scene} scene {self.settings.seed} at "
-            f"{self.settings.width}x{self.settings.height}, {self.settings.rate_hz} Hz on "
-            f"'{self._pub_image.topic_name}'"
+            f"publishing {what} at {self.settings.width}x{self.settings.height}, "
+            f"{self.settings.rate_hz} Hz on '{self._pub_image.topic_name}'"
         )
 
     def _tick(self) -> None:
@@ -128,9 +203,11 @@ class CameraSim(Node):
         if self._frames:
             frame = self._frames[self._count % len(self._frames)]
         else:
-            frame = render_frame(
-                self._scene, (time.monotonic() - self._start) * s.speed, s, self._count
-            )
+            index, t = self.tour.at(time.monotonic() - self._start)
+            if index != self._scene_index:
+                self._scene_index = index
+                self.get_logger().info(f"scene {index}: {self.tour.describe(index)}")
+            frame = render_frame(self.tour.scene(index), t, s, self._count)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=s.frame_id)
         if s.compressed:
             image = conversions.rgb_to_compressed(frame.rgb, header, s.jpeg_quality)
