@@ -44,6 +44,7 @@ RANK_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     data = write_folder_dataset(tmp_path / "data", 8)

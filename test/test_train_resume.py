@@ -52,6 +52,7 @@ def _config(tmp_path, name, max_steps):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     straight = _config(tmp_path, "straight", STEPS)

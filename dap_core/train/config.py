@@ -92,11 +92,22 @@ class DiscriminatorSection:
     """Stage 2's PatchGAN: trained with synthetic GT as "real" and labeler output as "fake".
 
     use_rgb: condition on the RGB image as well as the depth. steps: training iterations.
+    sky: "neutral" (sky carries no signal) or "label" (the critic sees +inf sky); see
+    `dap_core.train.discriminator`. scale_jitter: half-width of a random log-scale applied to
+    GT and prediction alike (0 = off), so the critic judges structure, not absolute scale.
+    fakes: "unlabeled" — the labeler's pseudo labels on the unlabeled set, i.e. the very
+    labels the critic will rank (needs use_rgb false: with RGB the critic would tell the
+    domains apart by appearance); "labeled" — its predictions on the labeled images.
+    pool: average-pool factor applied to the critic's input (low-pass; 1 = off).
     """
 
     channels: int = 32
     layers: int = 3
-    use_rgb: bool = True
+    use_rgb: bool = False
+    sky: str = "neutral"
+    scale_jitter: float = 0.0
+    fakes: str = "unlabeled"
+    pool: int = 2
     lr: float = 2e-4
     steps: int = 500
     batch_size: int = 4
@@ -159,6 +170,16 @@ class TrainConfig:
             raise ValueError(f"runtime.amp must be one of {AMP_MODES}, got {self.runtime.amp!r}")
         if self.data.on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {self.data.on_error!r}")
+        d = self.discriminator
+        if d.fakes not in ("unlabeled", "labeled"):
+            raise ValueError(
+                f"discriminator.fakes must be 'unlabeled' or 'labeled', got {d.fakes!r}"
+            )
+        if d.fakes == "unlabeled" and d.use_rgb:
+            raise ValueError(
+                "discriminator.fakes: unlabeled needs use_rgb: false (real and fake images come "
+                "from different domains, an RGB-conditioned critic would judge the domain)"
+            )
         if self.schedule.batch_size < 1 or self.schedule.max_steps < 0:
             raise ValueError("schedule.batch_size must be >= 1 and max_steps >= 0")
 
@@ -191,7 +212,15 @@ def _section(cls, values: Mapping[str, Any] | None, where: str):
         raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
     for key, value in list(values.items()):
         if isinstance(value, list):
-            values[key] = tuple(value)
+            value = tuple(value)
+        kind = str(known[key].type)
+        # YAML 1.1 reads "2e-4" as a string; numbers must be numbers.
+        if isinstance(value, str) and kind.split(" ")[0] in ("float", "int"):
+            try:
+                value = float(value) if kind.startswith("float") else int(value)
+            except ValueError as err:
+                raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from err
+        values[key] = value
     return cls(**values)
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 
 from dap_core.metrics import depth_metrics
 from dap_core.train.data import collate
+from dap_core.train.discriminator import critic_input
 from dap_core.train.distributed import DistEnv, barrier
 
 SCENES = ("indoor", "outdoor")
@@ -118,27 +119,30 @@ def score_dataset(
     classifier: Classifier | None = None,
 ) -> list[dict[str, Any]]:
     """Score every sample (resumable); returns the merged manifest rows sorted by index."""
-    from dap_core.train.tasks import normalize_rgb, predict_range
+    from dap_core.train.tasks import normalize_rgb, pseudo_label
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     part = out_dir / f"manifest.rank{env.rank}.jsonl"
-    done = {row["index"] for row in _read_jsonl(part)}
+    kept = _read_jsonl(part)
+    if part.is_file():
+        # Drop a torn last line before appending, or the next row would be glued to it.
+        _atomic_text(part, "".join(json.dumps(r) + "\n" for r in kept))
+    done = {row["index"] for row in kept}
     mine = [i for i in range(env.rank, len(dataset), env.world_size) if i not in done]
     classifier = classifier or build_classifier("auto")
     labeler = labeler.to(device).eval()
     critic = critic.to(device).eval()
-    thresholds = (100,) if 100 in labeler.config.mask_thresholds else ()
     hidden = getattr(dataset, "ground_truth", None)
     with part.open("a") as f:
         for start in range(0, len(mine), batch_size):
             idx = mine[start : start + batch_size]
             batch = collate([dataset[i] for i in idx])
             rgb = batch["rgb"].to(device)
-            pred, masks = predict_range(labeler, rgb, thresholds)
-            pred = pred.float()
-            scores = critic.score(pred, normalize_rgb(rgb, labeler.config)).cpu().tolist()
-            scenes = classifier(batch, pred.cpu(), {t: m.cpu() for t, m in masks.items()})
+            label, raw, within = pseudo_label(labeler, rgb)
+            judged = critic_input(critic, label, raw)
+            scores = critic.score(judged, normalize_rgb(rgb, labeler.config)).cpu().tolist()
+            scenes = classifier(batch, label.cpu(), {100: within.cpu()})
             for b, i in enumerate(idx):
                 row = {
                     "index": i,
@@ -150,7 +154,7 @@ def score_dataset(
                 if hidden is not None:
                     gt = hidden(i)
                     m = depth_metrics(
-                        pred[b, 0].cpu(),
+                        label[b, 0].cpu(),
                         gt["range_m"][0],
                         gt["valid"][0],
                         max_range_m=labeler.config.max_range_m,
@@ -224,14 +228,13 @@ def write_pseudo_labels(
     shard_size: int = 256,
 ) -> Path:
     """Label `indices` of `dataset` with `labeler` into shards (resumable per shard)."""
-    from dap_core.train.tasks import predict_range
+    from dap_core.train.tasks import pseudo_label
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indices = sorted(int(i) for i in indices)
     shards = [indices[k : k + shard_size] for k in range(0, len(indices), shard_size)]
     labeler = labeler.to(device).eval()
-    thresholds = (100,) if 100 in labeler.config.mask_thresholds else ()
     for k in range(env.rank, len(shards), env.world_size):
         meta_path = out_dir / f"shard_{k:05d}.json"
         if meta_path.is_file():
@@ -240,10 +243,7 @@ def write_pseudo_labels(
         for start in range(0, len(shards[k]), batch_size):
             idx = shards[k][start : start + batch_size]
             batch = collate([dataset[i] for i in idx])
-            pred, masks = predict_range(labeler, batch["rgb"].to(device), thresholds)
-            pred = pred.float()
-            if 100 in masks:
-                pred = torch.where(masks[100].float() < SKY_DECISION, torch.inf, pred)
+            pred, _, _ = pseudo_label(labeler, batch["rgb"].to(device))
             ranges.append(pred[:, 0].cpu().numpy().astype(np.float16))
             names += list(batch["name"])
         _atomic_npy(out_dir / f"shard_{k:05d}.npy", np.concatenate(ranges))

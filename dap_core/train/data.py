@@ -82,6 +82,35 @@ class Augmented(Dataset):
         return self.augment(item, torch.Generator().manual_seed(seed))
 
 
+class PairedForCritic(Dataset):
+    """Labeled items, each with an unlabeled image attached as "fake_rgb" (critic training).
+
+    The unlabeled partner of labeled index i is a fixed pseudo-random index, so the pairing
+    is deterministic and resumable like every other sample.
+    """
+
+    def __init__(self, labeled: Dataset, unlabeled: Dataset) -> None:
+        if len(unlabeled) == 0:
+            raise ValueError("the unlabeled dataset is empty")
+        self.labeled = labeled
+        self.unlabeled = unlabeled
+
+    def __len__(self) -> int:
+        return len(self.labeled)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.labeled[index])
+        partner = (index * 2654435761 + 12345) % len(self.unlabeled)  # Knuth's multiplier
+        fake_rgb = self.unlabeled[partner]["rgb"]
+        if fake_rgb.shape != item["rgb"].shape:
+            raise ValueError(
+                f"unlabeled image size {tuple(fake_rgb.shape)} differs from the labeled "
+                f"{tuple(item['rgb'].shape)}; give both datasets the same size"
+            )
+        item["fake_rgb"] = fake_rgb
+        return item
+
+
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors; keep strings and other values as lists."""
     out: dict[str, Any] = {}

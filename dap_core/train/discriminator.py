@@ -7,8 +7,8 @@ pseudo label looks. The paper does not give its architecture; this is the pix2pi
 input choices below.
 
 Input encoding (where the paper is silent, chosen here): range is fed as
-log(1 + r) / log(1 + D_max) with sky / beyond D_max at 1.0, so near-field structure is not
-flattened by the 100 m scale; RGB, when used, is ImageNet-normalized. Pixels without
+log(1 + r) / log(1 + D_max) (sky / beyond D_max at 1.0), so near-field structure is not
+flattened by the 100 m scale, rescaled to the spread of the ImageNet-normalized RGB. Pixels without
 ground truth take the labeler's value in both inputs, so holes carry no real/fake signal.
 """
 
@@ -21,12 +21,22 @@ import torch.nn.functional as F
 from torch import nn
 
 LEAKY_SLOPE = 0.2
+# "label": the critic sees pseudo labels as written (sky = +inf from the 100 m mask) and GT with
+# its sky. "neutral": it sees the depth head's raw range, and GT's sky (and holes) are filled
+# with that same raw range, so sky carries no real/fake signal. See the module docstring.
+SKY_MODES = ("neutral", "label")
+
+
+RANGE_INPUT_SCALE = 4.0  # log-range in [0, 1] -> [-2, 2], the spread of ImageNet-normalized RGB
 
 
 def encode_range(range_m: torch.Tensor, max_range_m: float) -> torch.Tensor:
-    """[B, 1, H, W] metres (+inf sky) -> log-scaled values in [0, 1]."""
+    """[B, 1, H, W] metres (+inf sky) -> log-scaled values in [-2, 2] (sky / D_max = 2).
+
+    Same spread as the normalized RGB channels, so neither input drowns the other at init.
+    """
     r = torch.nan_to_num(range_m, nan=0.0, posinf=max_range_m).clamp(0.0, max_range_m)
-    return torch.log1p(r) / math.log1p(max_range_m)
+    return (torch.log1p(r) / math.log1p(max_range_m) - 0.5) * RANGE_INPUT_SCALE
 
 
 class PatchDiscriminator(nn.Module):
@@ -60,9 +70,20 @@ class DepthCritic(nn.Module):
     """The discriminator with its input encoding: (range, rgb) -> patch logits."""
 
     def __init__(
-        self, *, channels: int = 32, layers: int = 3, use_rgb: bool = True, max_range_m: float
+        self,
+        *,
+        channels: int = 32,
+        layers: int = 3,
+        use_rgb: bool = True,
+        max_range_m: float,
+        sky: str = "neutral",
+        pool: int = 1,
     ) -> None:
         super().__init__()
+        self.pool = int(pool)
+        if sky not in SKY_MODES:
+            raise ValueError(f"sky must be one of {SKY_MODES}, got {sky!r}")
+        self.sky = sky
         self.use_rgb = use_rgb
         self.max_range_m = float(max_range_m)
         self.net = PatchDiscriminator(1 + (3 if use_rgb else 0), channels, layers)
@@ -73,6 +94,11 @@ class DepthCritic(nn.Module):
             if rgb_normalized is None:
                 raise ValueError("this discriminator is conditioned on RGB; pass the image")
             x = torch.cat([x, rgb_normalized.to(x.dtype)], dim=1)
+        if self.pool > 1:
+            # Ground truth is pixel-sharp and every prediction is not: without this low-pass
+            # the critic separates them by sharpness alone and then ranks confident but wrong
+            # labels (sharp spurious structure) above accurate, smooth ones.
+            x = F.avg_pool2d(x, self.pool)
         return self.net(x)
 
     @torch.no_grad()
@@ -102,7 +128,16 @@ def critic_loss(
     return loss, logs
 
 
-def fill_invalid(gt_m: torch.Tensor, valid: torch.Tensor, pred_m: torch.Tensor) -> torch.Tensor:
-    """GT with unknown pixels replaced by the prediction (sky +inf is known, kept)."""
+def fill_invalid(
+    gt_m: torch.Tensor, valid: torch.Tensor, pred_m: torch.Tensor, fill_sky: bool = False
+) -> torch.Tensor:
+    """GT with unknown pixels (and sky, if fill_sky) replaced by the prediction."""
     known = valid & ~torch.isnan(gt_m)
+    if fill_sky:
+        known &= torch.isfinite(gt_m)
     return torch.where(known, gt_m, pred_m)
+
+
+def critic_input(critic: DepthCritic, label_m: torch.Tensor, raw_m: torch.Tensor) -> torch.Tensor:
+    """The range map the critic judges: the raw prediction ("neutral" sky) or the gated label."""
+    return raw_m if critic.sky == "neutral" else label_m

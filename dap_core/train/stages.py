@@ -25,7 +25,7 @@ import yaml
 
 from dap_core.data.datasets import build_dataset
 from dap_core.train.config import TrainConfig
-from dap_core.train.data import concat
+from dap_core.train.data import PairedForCritic, concat
 from dap_core.train.distributed import DistEnv, barrier
 from dap_core.train.trainer import Trainer, resolve_device
 
@@ -161,10 +161,11 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
     if resume and critic_path.is_file():
         critic_task.module.load_state_dict(torch.load(critic_path, map_location="cpu"))
     else:
+        critic_data = PairedForCritic(labeled, unlabeled) if d.fakes == "unlabeled" else labeled
         trainer = Trainer(
             cfg,
             critic_task,
-            labeled,
+            critic_data,
             env=env,
             run_dir=out / "critic",
             steps=d.steps,

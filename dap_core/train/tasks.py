@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from dap_core.train.config import TrainConfig
-from dap_core.train.discriminator import DepthCritic, critic_loss, fill_invalid
+from dap_core.train.discriminator import DepthCritic, critic_input, critic_loss, fill_invalid
 
 
 def build_model(cfg: TrainConfig, init: str | Path | None = None):
@@ -77,6 +77,28 @@ def predict_range(model: nn.Module, rgb: torch.Tensor, mask_thresholds=None):
     return out.depth * inner.config.max_range_m, out.masks
 
 
+SKY_DECISION = 0.5  # the 100 m mask below this means "beyond / sky"
+
+
+@torch.no_grad()
+def pseudo_label(
+    model: nn.Module, rgb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A labeler's output as written to pseudo-label shards.
+
+    Returns (label, raw, within): label = range [B,1,H,W] float32 metres with +inf where the
+    100 m mask says "beyond"; raw = the depth head's range everywhere; within = the 100 m mask
+    probability (ones when the model has no 100 m head).
+    """
+    has_sky = 100 in unwrap(model).config.mask_thresholds
+    raw, masks = predict_range(model, rgb, (100,) if has_sky else ())
+    raw = raw.float()
+    if not has_sky:
+        return raw, raw, torch.ones_like(raw)
+    within = masks[100].float()
+    return torch.where(within < SKY_DECISION, torch.inf, raw), raw, within
+
+
 class DepthTask:
     """Train a DAP model with `DAPLoss` on labeled (and pseudo-labeled) batches."""
 
@@ -111,7 +133,12 @@ class DepthTask:
 
 
 class CriticTask:
-    """Train the PatchGAN critic against a frozen labeler (stage 2, first phase)."""
+    """Train the PatchGAN critic against a frozen labeler (stage 2, first phase).
+
+    Real: ground truth of labeled batches. Fake: the labeler's pseudo labels, on the unlabeled
+    images paired into the batch as "fake_rgb" (see `PairedForCritic`) when present, else on
+    the labeled images themselves.
+    """
 
     name = "critic"
 
@@ -125,6 +152,8 @@ class CriticTask:
             layers=d.layers,
             use_rgb=d.use_rgb,
             max_range_m=labeler.config.max_range_m,
+            sky=d.sky,
+            pool=d.pool,
         )
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -141,10 +170,15 @@ class CriticTask:
 
     def step(self, module: nn.Module, batch: dict[str, Any]):
         self.labeler.to(batch["rgb"].device)  # no-op after the first step
-        with torch.no_grad():
-            fake, _ = predict_range(self.labeler, batch["rgb"], ())
-            fake = fake.float()
-        real = fill_invalid(batch["range_m"], batch["valid"], fake)
+        label, raw, _ = pseudo_label(self.labeler, batch.get("fake_rgb", batch["rgb"]))
+        fake = critic_input(self.module, label, raw)
+        real = fill_invalid(batch["range_m"], batch["valid"], raw, self.module.sky == "neutral")
+        jitter = self.cfg.discriminator.scale_jitter
+        if jitter > 0:
+            # One random scale per sample for both sides: absolute scale carries no real/fake
+            # signal, so the critic cannot learn the labeler's scale bias on synthetic data.
+            scale = torch.exp((2 * torch.rand(real.shape[0], 1, 1, 1) - 1) * jitter)
+            real, fake = real * scale.to(real), fake * scale.to(fake)
         rgb = normalize_rgb(batch["rgb"], self.labeler.config)
         loss, logs = critic_loss(module, real, fake, rgb)
         return loss, logs, fake
