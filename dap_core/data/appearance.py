@@ -58,14 +58,16 @@ def fmod(x: np.ndarray, period: float) -> np.ndarray:
 class NoiseBank:
     """Smooth value noise from a few random periodic tiles; deterministic for a generator.
 
-    Each tile is blurred white noise, so bilinear lookups (OpenCV `remap`, wrapping at the
-    tile border) are smooth.
+    Each tile is blurred white noise, so bilinear lookups (OpenCV `remap`) are smooth.
+    Coordinates are wrapped into the tile period before the lookup and the tiles carry a
+    two-texel wrapped margin: remap then never meets its border, whose BORDER_WRAP handling
+    is ~10x slower than its interior path.
     """
 
     SIZE = 64  # texels per tile side
     TEXELS_PER_FEATURE = 4.0
+    _MARGIN = 2  # wrapped texels right of and below each tile (bilinear reads x0 + 1)
     _CHUNK = 32000  # remap maps must stay below SHRT_MAX columns
-    _MAX_COORD = 30000.0  # remap's fixed-point coordinates must stay below SHRT_MAX
 
     def __init__(self, rng: np.random.Generator, n_tiles: int = 4):
         raw = rng.random((n_tiles, self.SIZE, self.SIZE)).astype(np.float32)
@@ -75,31 +77,30 @@ class NoiseBank:
             pad = np.pad(tile, 8, mode="wrap")
             smooth = cv2.GaussianBlur(pad, (0, 0), 1.2)[8:-8, 8:-8]
             smooth = (smooth - smooth.min()) / max(float(np.ptp(smooth)), 1e-6)
-            self.tiles.append(np.ascontiguousarray(smooth, dtype=np.float32))
+            wrapped = np.pad(smooth.astype(np.float32), (0, self._MARGIN), mode="wrap")
+            self.tiles.append(np.ascontiguousarray(wrapped))
 
     def noise(self, s: np.ndarray, t: np.ndarray, scale: float, k: int = 0) -> np.ndarray:
-        """Value noise in [0, 1] with feature size `scale` (same units as s, t)."""
+        """Value noise [N] float32 in [0, 1] with feature size `scale` (same units as s, t)."""
         inv = np.float32(self.TEXELS_PER_FEATURE / scale)
-        x = s.astype(np.float32, copy=False) * inv
-        y = t.astype(np.float32, copy=False) * inv
+        period, inv_period = np.float32(self.SIZE), np.float32(1.0 / self.SIZE)
+        x = np.multiply(s, inv, dtype=np.float32)
+        y = np.multiply(t, inv, dtype=np.float32)
         n = x.shape[0]
         if n == 0:
             return x
-        if max(float(np.abs(x).max()), float(np.abs(y).max())) > self._MAX_COORD:
-            period = np.float32(self.SIZE)  # tiles repeat: wrap far coordinates first
-            x -= np.floor(x / period) * period
-            y -= np.floor(y / period) * period
+        # Wrap into [0, SIZE] (the tiles repeat): remap's fixed-point coordinates stay small.
+        x -= np.floor(x * inv_period) * period
+        y -= np.floor(y * inv_period) * period
         tile = self.tiles[k % len(self.tiles)]
+        if n <= self._CHUNK:
+            return cv2.remap(tile, x.reshape(1, -1), y.reshape(1, -1), cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)[0]  # fmt: skip
         out = np.empty(n, dtype=np.float32)
         for i in range(0, n, self._CHUNK):
             j = min(n, i + self._CHUNK)
-            out[i:j] = cv2.remap(
-                tile,
-                x[i:j].reshape(1, -1),
-                y[i:j].reshape(1, -1),
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_WRAP,
-            )[0]
+            out[i:j] = cv2.remap(tile, x[i:j].reshape(1, -1), y[i:j].reshape(1, -1),
+                                 cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]  # fmt: skip
         return out
 
     def fbm(self, s: np.ndarray, t: np.ndarray, scale: float, octaves: int = 3) -> np.ndarray:
@@ -198,10 +199,16 @@ def _lines(x: np.ndarray, period: float, width: float) -> np.ndarray:
 
 
 def _compose(c1: np.ndarray, f1: np.ndarray, c2: np.ndarray, f2, out=None) -> np.ndarray:
-    """Per-pixel albedo [N, 3] = f1 · c1 + f2 · c2, clipped to [0, 1] (into `out` if given)."""
-    out = np.multiply(f1[:, None], c1[None], out=out)
-    if f2 is not None:
-        out += f2[:, None] * c2[None]
+    """Per-pixel albedo [3, N] = f1 · c1 + f2 · c2, clipped to [0, 1] (into `out` if given).
+
+    Planar rows: a colour broadcast over a row runs at full speed, over [N, 3] rows of
+    three it is several times slower."""
+    if out is None:
+        out = np.empty((3, f1.shape[0]), dtype=np.float32)
+    for ch in range(3):
+        row = np.multiply(f1, c1[ch], out=out[ch])
+        if f2 is not None:
+            row += f2 * c2[ch]
     return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -214,10 +221,11 @@ def albedo(
     salt: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Linear-RGB albedo [N, 3] float32 of `mat` at surface coordinates (s, t) in metres.
+    """Linear-RGB albedo [3, N] float32 (planar) of `mat` at surface coordinates (s, t) [N]
+    in metres.
 
     Every pattern is a per-pixel blend f1 · color + f2 · color2 of the material's two colours.
-    out: optional float32 [N, 3] array to write into (saves a copy).
+    out: optional float32 [3, N] array (or view) to write into (saves a copy).
     """
     s = s.astype(np.float32, copy=False)
     t = t.astype(np.float32, copy=False)
@@ -337,33 +345,39 @@ class GroundLayout:
 
 
 def ground_albedo(
-    layout: GroundLayout, x: np.ndarray, y: np.ndarray, noise: NoiseBank, style: Style
+    layout: GroundLayout,
+    x: np.ndarray,
+    y: np.ndarray,
+    noise: NoiseBank,
+    style: Style,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Linear-RGB albedo [N, 3] of the ground at world (x, y)."""
+    """Linear-RGB albedo [3, N] (planar) of the ground at world (x, y) [N] (into `out`)."""
     asphalt = Material("concrete", layout.asphalt, variation=0.25)
     paving = Material("tiles", layout.paving, (0.2, 0.2, 0.2), scale=layout.tile, variation=0.12)
     grass = Material("grass", layout.grass, layout.grass2)
     white = restyle_color((0.75, 0.75, 0.72), style)
     x = x.astype(np.float32, copy=False)
     y = y.astype(np.float32, copy=False)
+    if out is None:
+        out = np.empty((3, x.shape[0]), dtype=np.float32)
     if layout.kind == "street":
         ay = np.abs(y)
         road = np.flatnonzero(ay < layout.road_half)
         walk = np.flatnonzero((ay >= layout.road_half) & (ay < layout.road_half + layout.walk))
         rest = np.flatnonzero(ay >= layout.road_half + layout.walk)
-        out = np.empty((x.shape[0], 3), dtype=np.float32)
         if rest.size:
-            out[rest] = albedo(grass, x[rest], y[rest], noise, style, 5)
+            out[:, rest] = albedo(grass, x[rest], y[rest], noise, style, 5)
         if walk.size:
-            out[walk] = albedo(paving, x[walk], y[walk], noise, style, 6)
+            out[:, walk] = albedo(paving, x[walk], y[walk], noise, style, 6)
         if road.size:
             rx, ry = x[road], y[road]
             a = albedo(asphalt, rx, ry, noise, style, 7)
             period = np.float32(layout.dash + layout.gap)
             centre = (np.abs(ry) < 0.07) & (fmod(rx, period) < layout.dash)
             edge = np.abs(np.abs(ry) - np.float32(layout.road_half - 0.35)) < 0.07
-            a[centre | edge] = white
-            out[road] = a
+            a[:, centre | edge] = white[:, None]
+            out[:, road] = a
         return out
     if layout.kind == "plaza":
         paved = (x * x + y * y) < np.float32(layout.paved_radius**2)
@@ -376,10 +390,11 @@ def ground_albedo(
         parts = ((np.flatnonzero(road), asphalt, 7), (np.flatnonzero(~road), grass, 5))
     else:
         raise ValueError(f"unknown ground layout {layout.kind!r}")
-    out = np.empty((x.shape[0], 3), dtype=np.float32)
     for idx, mat, salt in parts:
-        if idx.size:
-            out[idx] = albedo(mat, x[idx], y[idx], noise, style, salt)
+        if idx.size == x.shape[0]:  # one material everywhere: no gather / scatter
+            albedo(mat, x, y, noise, style, salt, out=out)
+        elif idx.size:
+            out[:, idx] = albedo(mat, x[idx], y[idx], noise, style, salt)
     return out
 
 
@@ -395,22 +410,27 @@ class Sky:
 
 
 def sky_radiance(sky: Sky, d: np.ndarray, noise: NoiseBank, style: Style) -> np.ndarray:
-    """Linear radiance [N, 3] of the sky along world directions d [N, 3]."""
-    d = d.astype(np.float32, copy=False)
-    w = np.sqrt(np.clip(d[:, 2], 0.0, 1.0))[:, None]
+    """Linear radiance [3, N] (planar) of the sky along world directions d [3, N]."""
+    dx, dy, dz = (a.astype(np.float32, copy=False) for a in d)
+    w = np.sqrt(np.clip(dz, 0.0, 1.0))
     zen = restyle_color(sky.zenith, style)
     hor = restyle_color(sky.horizon, style)
-    out = hor[None] + (zen - hor)[None] * w
-    cos_sun = d @ np.asarray(sky.sun, dtype=np.float32)
+    sx, sy, sz = (np.float32(v) for v in sky.sun)
+    cos_sun = dx * sx + dy * sy + dz * sz
     glow = np.exp((cos_sun - 1) * np.float32(40.0)) * np.float32(0.6)
     glow += (cos_sun > 0.9995) * np.float32(4.0)
-    out += glow[:, None] * np.asarray(sky.sun_color, dtype=np.float32)[None]
+    sun_color = np.asarray(sky.sun_color, dtype=np.float32)
+    out = np.empty((3, dz.shape[0]), dtype=np.float32)
+    for ch in range(3):
+        out[ch] = hor[ch] + (zen[ch] - hor[ch]) * w
+        out[ch] += glow * sun_color[ch]
     if sky.clouds > 0:
         # Clouds painted on a plane 1 km up: they shrink towards the horizon like real ones.
-        h = np.float32(1000.0) / np.maximum(d[:, 2], np.float32(0.03))
-        c = noise.fbm(d[:, 0] * h, d[:, 1] * h, 800.0, octaves=3)
-        cover = np.clip((c - np.float32(1 - sky.clouds)) * 3, 0, 1) * np.clip(d[:, 2] * 8, 0, 1)
-        out = out * (1 - cover[:, None]) + np.float32(0.9) * cover[:, None]
+        h = np.float32(1000.0) / np.maximum(dz, np.float32(0.03))
+        c = noise.fbm(dx * h, dy * h, 800.0, octaves=3)
+        cover = np.clip((c - np.float32(1 - sky.clouds)) * 3, 0, 1) * np.clip(dz * 8, 0, 1)
+        out *= 1 - cover
+        out += np.float32(0.9) * cover
     return out
 
 
@@ -438,39 +458,54 @@ def shade(
     alb: np.ndarray,
     p: np.ndarray,
     n: np.ndarray,
-    view: np.ndarray,
     lighting: Lighting,
     style: Style,
     occlusion: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Outgoing linear radiance [N, 3] of surface points p with normals n seen along view."""
-    key = np.asarray(lighting.key_dir, dtype=np.float32)
-    lambert = np.maximum(n @ key, 0)  # [N]
+    """Outgoing linear radiance [3, N] of surface points p [3, N] (world, metres) with unit
+    normals n [3, N] and albedo alb [3, N]; written into `alb`, which is returned."""
+    kx, ky, kz = (np.float32(v) for v in lighting.key_dir)
+    lambert = n[0] * kx
+    lambert += n[1] * ky
+    lambert += n[2] * kz
+    np.maximum(lambert, 0, out=lambert)  # [N]
     key_col = np.asarray(lighting.key_color, dtype=np.float32)
-    if style.domain == "sim":
-        amb = np.float32(lighting.ambient)
-        light = amb + ((1 - amb) * lambert)[:, None] * key_col[None]
-        return alb * light
-    # real_like: hemispherical skylight, key light, point lights with 1/(d² + 1) falloff.
     amb = np.float32(lighting.ambient)
+    lambert *= 1 - amb
+    if style.domain == "sim":
+        for ch in range(3):
+            alb[ch] *= amb + lambert * key_col[ch]
+        return alb
+    # real_like: hemispherical skylight, key light, point lights with 1/(d² + 1) falloff.
     sky_col = np.asarray(lighting.sky_color, dtype=np.float32)
-    light = ((0.55 + 0.45 * n[:, 2]) * amb)[:, None] * sky_col[None]
-    light += ((1 - amb) * lambert)[:, None] * key_col[None]
+    sky = (0.55 + 0.45 * n[2]) * amb
+    extra = None
     if lighting.points:
         # With v = l - p: n·v = n·l - n·p and |v|² = |p|² - 2 p·l + |l|²; the per-pixel dot
-        # products are shared by all lights, so each light costs two mat-vecs.
-        n_dot_p = np.einsum("ij,ij->i", n, p)
-        p_dot_p = np.einsum("ij,ij->i", p, p)
-        extra = np.zeros(n.shape[0], dtype=np.float32)
+        # products are shared by all lights, so each light costs two dot products.
+        n_dot_p = n[0] * p[0] + n[1] * p[1] + n[2] * p[2]
+        p_dot_p = p[0] * p[0] + p[1] * p[1] + p[2] * p[2]
+        extra = np.zeros(n.shape[1], dtype=np.float32)
         for lp in lighting.points:
-            lvec = np.asarray(lp, dtype=np.float32)
-            d2 = np.maximum(p_dot_p - 2 * (p @ lvec) + np.float32(lvec @ lvec), 0)
-            cos = np.maximum(n @ lvec - n_dot_p, 0) / np.sqrt(d2 + np.float32(1e-6))
-            extra += cos / (d2 + np.float32(1.0))
-        light += (np.float32(lighting.point_power) * extra)[:, None]
-    if occlusion is not None:
-        light *= occlusion[:, None]
-    return alb * light
+            lx, ly, lz = (np.float32(v) for v in lp)
+            d2 = p_dot_p - 2 * (p[0] * lx + p[1] * ly + p[2] * lz) + (lx * lx + ly * ly + lz * lz)
+            np.maximum(d2, 0, out=d2)
+            cos = n[0] * lx + n[1] * ly + n[2] * lz - n_dot_p
+            np.maximum(cos, 0, out=cos)
+            cos /= np.sqrt(d2 + np.float32(1e-6))
+            d2 += np.float32(1.0)
+            cos /= d2
+            extra += cos
+        extra *= np.float32(lighting.point_power)
+    for ch in range(3):
+        light = sky * sky_col[ch]
+        light += lambert * key_col[ch]
+        if extra is not None:
+            light += extra
+        if occlusion is not None:
+            light *= occlusion
+        alb[ch] *= light
+    return alb
 
 
 _SRGB_LUT_SIZE = 4096
@@ -479,28 +514,37 @@ _SRGB_LUT = np.round(
 ).astype(np.uint8)
 
 
+def _lut_index(x: np.ndarray, top: float, size: int) -> np.ndarray:
+    """Nearest index [same shape] int32 of a lookup table with `size` entries over [0, top].
+    Works in place on x (a float32 array the caller gives up)."""
+    np.clip(x, 0.0, top, out=x)
+    x *= np.float32((size - 1) / top)
+    x += np.float32(0.5)
+    return x.astype(np.int32)  # np.take converts int32 faster than numpy casts to intp
+
+
 def _encode_srgb(x: np.ndarray) -> np.ndarray:
     """Linear [0, 1] -> display uint8 through a lookup table (12-bit linear precision)."""
-    idx = np.clip(x, 0.0, 1.0)
-    idx *= np.float32(_SRGB_LUT_SIZE - 1)
-    idx += np.float32(0.5)
-    return np.take(_SRGB_LUT, idx.astype(np.intp))
+    return np.take(_SRGB_LUT, _lut_index(x.astype(np.float32), 1.0, _SRGB_LUT_SIZE))
 
 
 SHOULDER_MAX = 4.0  # linear values above this all encode to white
 SHOULDER_LUT_SIZE = 16384
 
 
-def _encode_with_shoulder(x: np.ndarray, knee: float) -> np.ndarray:
-    """Linear [0, SHOULDER_MAX] -> uint8 with a highlight shoulder, through one lookup table:
-    linear up to `knee`, then an exponential roll-off towards 1, then the display gamma."""
+def _shoulder_lut(knee: float) -> np.ndarray:
+    """uint8 [SHOULDER_LUT_SIZE] over linear [0, SHOULDER_MAX]: linear up to `knee`, then an
+    exponential roll-off towards 1, then the display gamma."""
     v = np.linspace(0.0, SHOULDER_MAX, SHOULDER_LUT_SIZE)
     rolled = knee + (1 - knee) * (1 - np.exp((knee - v) / (1 - knee)))
     lut = np.round(255 * np.clip(np.where(v > knee, rolled, v), 0, 1) ** (1 / GAMMA))
-    idx = np.clip(x, 0.0, SHOULDER_MAX)
-    idx *= np.float32((SHOULDER_LUT_SIZE - 1) / SHOULDER_MAX)
-    idx += np.float32(0.5)
-    return np.take(lut.astype(np.uint8), idx.astype(np.intp))
+    return lut.astype(np.uint8)
+
+
+def _encode_with_shoulder(x: np.ndarray, knee: float) -> np.ndarray:
+    """Linear [0, SHOULDER_MAX] -> uint8 with a highlight shoulder (see `_shoulder_lut`).
+    Works in place on the float32 array x."""
+    return np.take(_shoulder_lut(knee), _lut_index(x, SHOULDER_MAX, SHOULDER_LUT_SIZE))
 
 
 @functools.lru_cache(maxsize=1)
@@ -522,26 +566,42 @@ def _sensor_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarra
 
 
 def _blur_wrapped(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur that wraps across the ERP seam (columns) and reflects at the poles."""
+    """Gaussian blur of [H, W, C] that wraps across the ERP seam (columns) and reflects at
+    the poles."""
     pad = math.ceil(3 * sigma)
-    padded = np.concatenate([img[:, -pad:], img, img[:, :pad]], axis=1)
+    padded = cv2.copyMakeBorder(img, 0, 0, pad, pad, cv2.BORDER_WRAP)
     out = cv2.GaussianBlur(padded, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     return out[:, pad:-pad]
+
+
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes to RGB itself
+
+
+def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 RGB [H, W, 3] after JPEG compression at `quality` (OpenCV's libjpeg)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # contiguous: far cheaper to encode than a view
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
+        raise RuntimeError("JPEG encoding failed")
+    if _IMREAD_RGB is not None:
+        return cv2.imdecode(buf, _IMREAD_RGB)
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def camera_pipeline(
     radiance: np.ndarray, lon: np.ndarray, style: Style, rng: np.random.Generator
 ) -> np.ndarray:
-    """Linear radiance [H, W, 3] -> uint8 RGB [H, W, 3] as the domain's camera records it.
+    """Linear radiance [3, H, W] (planar RGB) -> uint8 RGB [H, W, 3] as the domain's camera
+    records it. May overwrite `radiance`.
 
     lon: longitude of each column [W] (camera frame), used for the dual-fisheye effects.
     """
     if style.domain == "sim":
-        return _encode_srgb(radiance)
-    img = radiance.astype(np.float32)
+        return cv2.merge([_encode_srgb(plane) for plane in radiance])
     # Auto-exposure on the mean log luminance (as a camera meters), then an exposure error of
     # up to ±0.8 EV and a white-balance error: one gain per channel.
-    sub = img[::4, ::4].reshape(-1, 3) @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    r, g, b = (plane[::4, ::4] for plane in radiance)
+    sub = np.float32(0.2126) * r + np.float32(0.7152) * g + np.float32(0.0722) * b
     key = float(np.exp(np.mean(np.log(np.maximum(sub, 1e-4)))))
     target = AUTO_EXPOSURE_KEY * 2.0 ** rng.uniform(-0.8, 0.8)
     gain = (target / max(key, 1e-4)) * rng.uniform(0.85, 1.15, 3)
@@ -550,29 +610,35 @@ def camera_pipeline(
     cos_axis = np.abs(np.cos(lon))  # [W], 1 on a lens axis
     vignette = 1 - rng.uniform(0.1, 0.3) * (1 - cos_axis) ** 2
     step = 1 + rng.uniform(-0.08, 0.08) * (np.cos(lon) < 0)
-    img *= (vignette * step)[None, :, None].astype(np.float32) * gain.astype(np.float32)
+    columns = (vignette * step).astype(np.float32)
+    for plane, k in zip(radiance, gain.astype(np.float32), strict=True):
+        plane *= columns * k  # [H, W] *= [W]: one pass
+    img = cv2.merge(list(radiance))  # [H, W, 3] from here on
     # Optics blur before the sensor.
     img = _blur_wrapped(img, float(rng.uniform(0.5, 1.3)))
     # Shot and read noise (in linear units of full scale).
     shot, read = np.float32(rng.uniform(3e-4, 3e-3)), np.float32(rng.uniform(1e-3, 5e-3))
-    sigma = np.sqrt(np.maximum(img, 0) * shot + read * read)
-    img += sigma * _sensor_noise(img.shape, rng)
+    sigma = np.maximum(img, 0)
+    sigma *= shot
+    sigma += read * read
+    np.sqrt(sigma, out=sigma)
+    sigma *= _sensor_noise(img.shape, rng)
+    img = img + sigma  # also makes the blurred view contiguous
     out = _encode_with_shoulder(img, float(rng.uniform(0.55, 0.8)))
-    quality = int(rng.integers(35, 85))
-    bgr = cv2.cvtColor(out, cv2.COLOR_RGB2BGR)  # contiguous: far cheaper to encode than a view
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:  # pragma: no cover - OpenCV always encodes a valid uint8 image
-        raise RuntimeError("JPEG encoding failed")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return _jpeg_round_trip(out, int(rng.integers(35, 85)))
 
 
 def apply_haze(
     radiance: np.ndarray, range_m: np.ndarray, lighting: Lighting, style: Style
 ) -> np.ndarray:
-    """Blend towards the haze colour with distance (real_like outdoors); sky counts as far."""
+    """Blend radiance [3, H, W] (in place) towards the haze colour with distance (real_like
+    outdoors); sky counts as far. range_m [H, W] metres."""
     if style.domain == "sim" or lighting.haze_m <= 0:
         return radiance
     r = np.minimum(range_m, np.float32(1e6))
-    f = (1 - np.exp(-r / np.float32(lighting.haze_m)))[..., None]
-    haze = restyle_color(lighting.haze_color, style)[None, None]
-    return radiance * (1 - f) + haze * f
+    r *= np.float32(-1.0 / lighting.haze_m)
+    f = 1 - cv2.exp(r)  # [H, W] haze fraction
+    haze = restyle_color(lighting.haze_color, style)
+    for plane, h in zip(radiance, haze, strict=True):
+        plane -= (plane - h) * f
+    return radiance

@@ -128,18 +128,28 @@ class SunShadowMap:
         return lit
 
 
-def room_corner_factor(room: Room, face: int, q: np.ndarray) -> np.ndarray:
-    """Occlusion [N] of points q on one room face: darker near the edges it meets."""
-    x, y, z = q[:, 0], q[:, 1], q[:, 2]
+def room_corner_factor(room: Room, face: int, x, y, z) -> np.ndarray:
+    """Occlusion [N] of points (x, y, z) [N] on one room face: darker near the edges it
+    meets."""
     if face < 2:  # walls x = const meet the y-walls, floor and ceiling
         d = np.minimum(np.minimum(y - room.y0, room.y1 - y), np.minimum(z, room.height - z))
     elif face < 4:
         d = np.minimum(np.minimum(x - room.x0, room.x1 - x), np.minimum(z, room.height - z))
     else:
         d = np.minimum(np.minimum(x - room.x0, room.x1 - x), np.minimum(y - room.y0, room.y1 - y))
-    return 1 - np.float32(CORNER_DEPTH) * np.exp(-np.maximum(d, 0) / np.float32(CORNER_WIDTH_M))
+    return _one_minus_exp_decay(d, CORNER_DEPTH, CORNER_WIDTH_M)
 
 
 def object_contact_factor(z: np.ndarray) -> np.ndarray:
     """Occlusion [N] of object surfaces near the floor (light blocked by the floor itself)."""
-    return 1 - np.float32(0.3) * np.exp(-np.maximum(z, 0) / np.float32(0.25))
+    return _one_minus_exp_decay(z, 0.3, 0.25)
+
+
+def _one_minus_exp_decay(d: np.ndarray, depth: float, width: float) -> np.ndarray:
+    """1 - depth · exp(-max(d, 0) / width) [N] float32 (cv2.exp: ~5x cheaper than np.exp)."""
+    if d.size == 0:
+        return np.ones(0, dtype=np.float32)
+    e = cv2.exp(np.maximum(d, 0) * np.float32(-1.0 / width)).reshape(-1)
+    e *= np.float32(-depth)
+    e += np.float32(1.0)
+    return e

@@ -1,9 +1,12 @@
 """Analytic, vectorised ray casting of the primitives that synthetic scenes are built from.
 
-World frame: z up, metres. Intersectors take one ray origin `o` [3] and the unit ray
-directions as three same-shape float32 arrays (dx, dy, dz) and return the hit distance t in
-metres (+inf on a miss). Faces, normals and texture coordinates are recovered afterwards from
-the visible hit points only (`surface`), which keeps the per-primitive inner loop short.
+World frame: z up, metres. Intersectors take one ray origin `o` [3], the unit ray directions
+as three same-shape float32 arrays (dx, dy, dz) and optionally their reciprocals `inv`
+(1/dx, 1/dy, 1/dz, shared by every axis-aligned slab test of a render). They return the hit
+distance t in metres (+inf on a miss) and the face hit (an int8 array, or one int when the
+primitive has a single face). Normals and texture coordinates are computed afterwards, one
+face at a time, from the visible hit points only (`surface`): every face has one normal
+formula and one material, which keeps both loops short.
 """
 
 from __future__ import annotations
@@ -11,24 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 T_MIN = 1e-3  # metres: hits closer than this are the surface the ray starts on
 _INF = np.float32(np.inf)
-
-
-def _rot_z(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _slab(o: float, d: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """Entry and exit distances of rays o + t·d through the slab lo <= x <= hi."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.float32(1.0) / d
-        t1 = (np.float32(lo - o)) * inv
-        t2 = (np.float32(hi - o)) * inv
-    return np.minimum(t1, t2), np.maximum(t1, t2)
 
 
 @dataclass(frozen=True)
@@ -62,51 +52,78 @@ class Box:
         lx, ly = abs(c * dx + s * dy) - self.half[0], abs(-s * dx + c * dy) - self.half[1]
         return math.hypot(max(lx, 0.0), max(ly, 0.0))
 
-    def _local_rays(self, o, dx, dy):
+    def _local_origin(self, o) -> tuple[float, float, float]:
         c, s = math.cos(self.yaw), math.sin(self.yaw)
         ox, oy = o[0] - self.center[0], o[1] - self.center[1]
-        olx, oly = c * ox + s * oy, -s * ox + c * oy
-        cf, sf = np.float32(c), np.float32(s)
-        return (olx, oly), (cf * dx + sf * dy, cf * dy - sf * dx)
+        return c * ox + s * oy, -s * ox + c * oy, o[2] - self.center[2]
 
-    def intersect(self, o: np.ndarray, dx, dy, dz) -> np.ndarray:
-        (olx, oly), (dlx, dly) = self._local_rays(o, dx, dy)
-        hx, hy, hz = self.half
-        ax0, ax1 = _slab(olx, dlx, -hx, hx)
-        ay0, ay1 = _slab(oly, dly, -hy, hy)
-        az0, az1 = _slab(o[2] - self.center[2], dz, -hz, hz)
-        tnear = np.maximum(np.maximum(ax0, ay0), az0)
-        tfar = np.minimum(np.minimum(ax1, ay1), az1)
-        return np.where((tnear <= tfar) & (tnear > T_MIN), tnear, _INF)
+    def intersect(self, o: np.ndarray, dx, dy, dz, inv=None):
+        """(t, face) of rays o + t·d; `inv` = (1/dx, 1/dy, 1/dz) is used by unrotated boxes."""
+        local = self._local_origin(o)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if inv is not None and self.yaw == 0.0:
+                inv_d = inv
+            else:
+                cf, sf = np.float32(math.cos(self.yaw)), np.float32(math.sin(self.yaw))
+                one = np.float32(1.0)
+                inv_z = inv[2] if inv is not None else one / dz
+                inv_d = (one / (cf * dx + sf * dy), one / (cf * dy - sf * dx), inv_z)
+            # Slab test: an axis whose slab holds the camera bounds only the exit; an axis the
+            # camera is outside of gives the entry through its near face (the face hit when
+            # that entry is the latest one).
+            entries, exits = [], []
+            for axis, (ol, h, iv) in enumerate(zip(local, self.half, inv_d, strict=True)):
+                t_lo = np.float32(-h - ol) * iv
+                t_hi = np.float32(h - ol) * iv
+                if ol < -h:
+                    entries.append((t_lo, 2 * axis))
+                    exits.append(t_hi)
+                elif ol > h:
+                    entries.append((t_hi, 2 * axis + 1))
+                    exits.append(t_lo)
+                else:
+                    exits.append(np.maximum(t_lo, t_hi))
+        if not entries:  # the camera is inside the box: it sees no outer face
+            return np.full(dz.shape, _INF, dtype=np.float32), 0
+        tnear, face = entries[0]
+        for t_e, f_e in entries[1:]:
+            later = t_e > tnear
+            face = np.where(later, np.int8(f_e), np.int8(face) if isinstance(face, int) else face)
+            tnear = np.maximum(tnear, t_e)
+        tfar = np.minimum(np.minimum(exits[0], exits[1]), exits[2])
+        return np.where((tnear <= tfar) & (tnear > T_MIN), tnear, _INF), face
 
-    def surface(self, p: np.ndarray):
-        """(normals [N, 3], material [N], s [N], t [N]) at visible hit points p [N, 3]."""
+    def face_normal(self, face: int) -> tuple[float, float, float]:
+        """Outward world normal of `face`."""
+        axis, sign = divmod(face, 2)
+        sign = 1.0 if sign else -1.0
+        if axis == 2:
+            return 0.0, 0.0, sign
         c, s = math.cos(self.yaw), math.sin(self.yaw)
+        return (sign * c, sign * s, 0.0) if axis == 0 else (-sign * s, sign * c, 0.0)
+
+    def surface(self, face: int, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+        """(normal [3] or [3, N], material, s [N], t [N]) of hit points (x, y, z) [N] on one
+        face. Texture coordinates (metres, >= 0): along the face (y on x-faces, else x) and
+        up on the sides, across on the top and bottom."""
+        axis = face // 2
         hx, hy, hz = (np.float32(v) for v in self.half)
-        dx = p[:, 0] - np.float32(self.center[0])
-        dy = p[:, 1] - np.float32(self.center[1])
-        lx = np.float32(c) * dx + np.float32(s) * dy  # local coordinates
-        ly = np.float32(c) * dy - np.float32(s) * dx
-        lz = p[:, 2] - np.float32(self.center[2])
-        # The face is the axis whose normalised coordinate is closest to ±1.
-        ax, ay, az = np.abs(lx) / hx, np.abs(ly) / hy, np.abs(lz) / hz
-        is_x = (ax >= ay) & (ax >= az)
-        is_z = ~is_x & (az > ay)
-        is_y = ~(is_x | is_z)
-        positive = (is_x & (lx > 0)) | (is_y & (ly > 0)) | (is_z & (lz > 0))
-        axis = is_y.view(np.int8) + 2 * is_z.view(np.int8)
-        face = 2 * axis + positive.view(np.int8)
-        local = np.zeros((6, 3))
-        local[np.arange(6), np.arange(6) // 2] = np.where(np.arange(6) % 2 == 1, 1.0, -1.0)
-        normals = (local @ _rot_z(self.yaw).T).astype(np.float32)[face]
-        mat = np.full(p.shape[0], self.material)
-        if self.top_material >= 0:
-            mat[face == 5] = self.top_material
-        # Along the face (>= 0): y on x-faces, else x; up on the sides, across on top/bottom.
-        fx, fz = is_x.astype(np.float32), is_z.astype(np.float32)
-        u = lx + hx + fx * ((ly + hy) - (lx + hx))
-        v = lz + hz + fz * ((ly + hy) - (lz + hz))
-        return normals, mat, u, v
+        dx = x - np.float32(self.center[0])
+        dy = y - np.float32(self.center[1])
+        if self.yaw == 0.0:
+            lx, ly = dx, dy
+        else:
+            c, s = np.float32(math.cos(self.yaw)), np.float32(math.sin(self.yaw))
+            lx = c * dx + s * dy if axis != 0 else None
+            ly = c * dy - s * dx if axis != 1 else None
+        mat = self.top_material if face == 5 and self.top_material >= 0 else self.material
+        if axis == 0:
+            u, v = ly + hy, (z - np.float32(self.center[2])) + hz
+        elif axis == 1:
+            u, v = lx + hx, (z - np.float32(self.center[2])) + hz
+        else:
+            u, v = lx + hx, ly + hy
+        return self.face_normal(face), mat, u, v
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,10 @@ class Cylinder:
     def xy_distance(self, x: float, y: float) -> float:
         return max(math.hypot(x - self.x, y - self.y) - self.radius, 0.0)
 
-    def intersect(self, o: np.ndarray, dx, dy, dz) -> np.ndarray:
+    SIDE, TOP, BOTTOM = 0, 1, 2  # faces
+
+    def intersect(self, o: np.ndarray, dx, dy, dz, inv=None):
+        """(t, face) of rays o + t·d: the side, or a cap the camera is above / below."""
         ox, oy, oz = o[0] - self.x, o[1] - self.y, o[2]
         a = dx * dx + dy * dy
         b = np.float32(ox) * dx + np.float32(oy) * dy  # half of the usual b
@@ -147,28 +167,32 @@ class Cylinder:
             t = (-b - np.sqrt(np.maximum(disc, 0))) / a
         z = np.float32(oz) + t * dz
         t = np.where((disc > 0) & (t > T_MIN) & (z >= self.z0) & (z <= self.z1), t, _INF)
-        for cap_z, seen in ((self.z1, oz > self.z1), (self.z0, oz < self.z0)):
+        face = self.SIDE
+        for cap_z, seen, cap in ((self.z1, oz > self.z1, self.TOP),
+                                 (self.z0, oz < self.z0, self.BOTTOM)):  # fmt: skip
             if seen:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     tc = np.float32(cap_z - oz) / dz
                 px, py = np.float32(ox) + tc * dx, np.float32(oy) + tc * dy
                 ok = (tc > T_MIN) & (px * px + py * py <= self.radius**2) & (tc < t)
                 t = np.where(ok, tc, t)
-        return t
+                face = np.where(ok, np.int8(cap), np.int8(face) if isinstance(face, int) else face)
+        return t, face
 
-    def surface(self, p: np.ndarray):
-        rx, ry = p[:, 0] - self.x, p[:, 1] - self.y
-        radial = np.hypot(rx, ry)
-        tol = 1e-3 + 1e-5 * np.abs(p).max(axis=1)
-        top = (p[:, 2] >= self.z1 - tol) & (radial < self.radius - tol)
-        bottom = (p[:, 2] <= self.z0 + tol) & (radial < self.radius - tol)
-        normals = np.stack([rx, ry, np.zeros_like(rx)], axis=1) / np.maximum(radial, 1e-9)[:, None]
-        normals[top] = (0.0, 0.0, 1.0)
-        normals[bottom] = (0.0, 0.0, -1.0)
-        cap = top | bottom
-        s = np.where(cap, rx, (np.arctan2(ry, rx) + math.pi) * self.radius)
-        t = np.where(cap, ry, p[:, 2] - self.z0)
-        return normals, np.full(p.shape[0], self.material), s, t
+    def surface(self, face: int, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+        """(normal [3] or [3, N], material, s [N], t [N]) on one face: metres around and up
+        the side, metres across the caps."""
+        rx, ry = x - np.float32(self.x), y - np.float32(self.y)
+        if face == self.TOP:
+            return (0.0, 0.0, 1.0), self.material, rx, ry
+        if face == self.BOTTOM:
+            return (0.0, 0.0, -1.0), self.material, rx, ry
+        inv_r = np.float32(1.0) / np.maximum(np.sqrt(rx * rx + ry * ry), np.float32(1e-9))
+        normals = np.stack([rx * inv_r, ry * inv_r, np.zeros_like(rx)])
+        # cv2.phase (atan2 in [0, 2π), 2e-4 rad accurate) is ~15x cheaper than np.arctan2;
+        # the angle of (-rx, -ry) is atan2(ry, rx) + π, so the texture seam faces -x.
+        s = cv2.phase(-rx, -ry).reshape(-1) * np.float32(self.radius)
+        return normals, self.material, s, z - np.float32(self.z0)
 
 
 @dataclass(frozen=True)
@@ -192,19 +216,28 @@ class Sphere:
     def xy_distance(self, x: float, y: float) -> float:
         return max(math.hypot(x - self.center[0], y - self.center[1]) - self.radius, 0.0)
 
-    def intersect(self, o: np.ndarray, dx, dy, dz) -> np.ndarray:
+    def intersect(self, o: np.ndarray, dx, dy, dz, inv=None):
+        """(t, 0) of rays o + t·d (a sphere has one face)."""
         ox, oy, oz = (o - np.asarray(self.center)).tolist()
         b = np.float32(ox) * dx + np.float32(oy) * dy + np.float32(oz) * dz
         disc = b * b - np.float32(ox * ox + oy * oy + oz * oz - self.radius**2)
         t = -b - np.sqrt(np.maximum(disc, 0))
-        return np.where((disc > 0) & (t > T_MIN), t, _INF)
+        return np.where((disc > 0) & (t > T_MIN), t, _INF), 0
 
-    def surface(self, p: np.ndarray):
-        q = p - np.asarray(self.center, dtype=np.float32)
-        normals = q / np.linalg.norm(q, axis=1, keepdims=True)
-        s = np.arctan2(q[:, 1], q[:, 0]) * self.radius
-        t = np.arcsin(np.clip(normals[:, 2], -1, 1)) * self.radius
-        return normals, np.full(p.shape[0], self.material), s, t
+    def surface(self, face: int, x: np.ndarray, y: np.ndarray, z: np.ndarray):
+        """(normals [3, N], material, s [N], t [N]): metres around and up the sphere."""
+        qx = x - np.float32(self.center[0])
+        qy = y - np.float32(self.center[1])
+        qz = z - np.float32(self.center[2])
+        h = np.sqrt(qx * qx + qy * qy)
+        inv_r = np.float32(1.0) / np.sqrt(h * h + qz * qz)
+        normals = np.stack([qx * inv_r, qy * inv_r, qz * inv_r])
+        r = np.float32(self.radius)
+        # Longitude in [-π, π) (seam towards -x) and latitude from the polar angle, both with
+        # cv2.phase: ~15x cheaper than arctan2 / arcsin, 2e-4 rad accurate.
+        s = (cv2.phase(-qx, -qy).reshape(-1) - np.float32(math.pi)) * r
+        t = (np.float32(math.pi / 2) - cv2.phase(qz, h).reshape(-1)) * r
+        return normals, self.material, s, t
 
 
 Primitive = Box | Cylinder | Sphere
@@ -242,16 +275,21 @@ class Room:
             and margin < p[2] < self.height - margin
         )
 
-    def intersect(self, o: np.ndarray, dx, dy, dz) -> tuple[np.ndarray, np.ndarray]:
-        """Exit distance [...] and face [...] (int8) of rays starting inside the room."""
+    def intersect(self, o: np.ndarray, dx, dy, dz, inv=None) -> tuple[np.ndarray, np.ndarray]:
+        """Exit distance [...] and face [...] (int8) of rays starting inside the room;
+        `inv` = (1/dx, 1/dy, 1/dz) when the caller has them."""
         exits = []
-        for d, lo, hi, oa in ((dx, self.x0, self.x1, o[0]), (dy, self.y0, self.y1, o[1]),
-                              (dz, 0.0, self.height, o[2])):  # fmt: skip
-            with np.errstate(divide="ignore", invalid="ignore"):
-                inv = np.float32(1.0) / d
+        for k, (d, lo, hi, oa) in enumerate(((dx, self.x0, self.x1, o[0]),
+                                             (dy, self.y0, self.y1, o[1]),
+                                             (dz, 0.0, self.height, o[2]))):  # fmt: skip
+            if inv is not None:
+                iv = inv[k]
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    iv = np.float32(1.0) / d
             # From inside, the exit is the positive one of the two plane distances (+inf
             # for rays parallel to the planes); max() avoids a slower np.where.
-            exits.append(np.maximum(np.float32(lo - oa) * inv, np.float32(hi - oa) * inv))
+            exits.append(np.maximum(np.float32(lo - oa) * iv, np.float32(hi - oa) * iv))
         tx, ty, tz = exits
         t_yz = np.minimum(ty, tz)
         t = np.minimum(tx, t_yz)
@@ -262,21 +300,6 @@ class Room:
         positive = (is_x & (dx > 0)) | (is_y & (dy > 0)) | (is_z & (dz > 0))
         face = 2 * axis + positive.view(np.int8)
         return t, face
-
-    @staticmethod
-    def normals(face: np.ndarray) -> np.ndarray:
-        n = np.zeros((face.shape[0], 3))
-        axis = face // 2
-        # Inward normals: the wall at the low bound faces +axis.
-        n[np.arange(face.shape[0]), axis] = np.where(face % 2 == 0, 1.0, -1.0)
-        return n
-
-    @staticmethod
-    def surface_uv(p: np.ndarray, face: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        axis = face // 2
-        s = np.where(axis == 0, p[:, 1], p[:, 0])
-        t = np.where(axis == 2, p[:, 1], p[:, 2])
-        return s, t
 
 
 def ground_intersect(o: np.ndarray, dz: np.ndarray) -> np.ndarray:
