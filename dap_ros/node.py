@@ -369,15 +369,16 @@ class DapNode(Node):
     def _cloud_message(self, s: Settings, header: Header, range_img, rgb) -> PointCloud2:
         stride = s.cloud_stride
         band = (s.cloud_min_height, s.cloud_max_height)
+        # A no-return pixel is free space only up to the mask threshold (beyond-mask pixels)
+        # or max_range (cut pixels): clearing points never go farther than the model vouches.
+        clearing = min(s.cloud_clearing_range, float(s.mask_threshold), s.max_range)
+        options = {"clearing_range": clearing, "workspace": self._workspace}
         if not s.cloud_organized:  # the point count changes every frame: a new message
-            cloud = projection.build_cloud(
-                range_img, rgb, stride, *band, False, workspace=self._workspace
-            )
+            cloud = projection.build_cloud(range_img, rgb, stride, *band, False, **options)
             return conversions.cloud_to_msg(cloud, header, False)
         height, width = (-(-n // stride) for n in range_img.shape)  # ceil(n / stride)
         out = self._cloud_out.frame(header, height, width)
-        ws = self._workspace
-        projection.build_cloud(range_img, rgb, stride, *band, True, out=out, workspace=ws)
+        projection.build_cloud(range_img, rgb, stride, *band, True, out=out, **options)
         return self._cloud_out.msg
 
     def _preview_message(self, s: Settings, header: Header, range_img) -> Image:

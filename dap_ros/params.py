@@ -119,6 +119,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "cloud_max_height", 100.0, "highest z of cloud points", (-1000.0, 1000.0), dynamic=True
     ),
     ParamSpec(
+        "cloud_clearing_range",
+        0.0,
+        "0 = off. Otherwise no-return (+inf) pixels become cloud points at this range, capped"
+        " at mask_threshold and max_range (the free space the model vouches for), so that Nav2"
+        " obstacle/voxel layers, which clear only along rays to real points, clear open space;"
+        " set the layer's obstacle_max_range below it so these points are not marked",
+        (0.0, 1000.0),
+        dynamic=True,
+    ),
+    ParamSpec(
         "scan_beams",
         360,
         "beams of the 360° scan (equal azimuth sectors; at most the image width)",
@@ -160,6 +170,7 @@ class Settings:
     cloud_organized: bool
     cloud_min_height: float
     cloud_max_height: float
+    cloud_clearing_range: float
     scan_beams: int
     scan_min_height: float
     scan_max_height: float

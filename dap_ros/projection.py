@@ -180,6 +180,7 @@ def build_cloud(
     max_height: float,
     organized: bool,
     *,
+    clearing_range: float = 0.0,
     out: np.ndarray | None = None,
     workspace: Workspace | None = None,
 ) -> np.ndarray:
@@ -187,10 +188,15 @@ def build_cloud(
 
     range_img: float32 [H, W] from `range_image` (non-finite = no point); rgb: uint8 [H, W, 3]
     or None (rgb field 0); points are kept where z (metres, panorama frame) lies in
-    [min_height, max_height]. Returns float32 [h, w, 4] (x, y, z, rgb bits) for an organized
-    cloud, with NaN x/y/z where there is no point (h = ceil(H/stride)), written into `out`
-    (contiguous float32 [h, w, 4]) when given; or [1, n, 4] holding only the n kept points when
-    not organized.
+    [min_height, max_height].
+    clearing_range > 0: a no-return pixel (+inf) becomes a point at that range on its ray
+    instead of no point. Nav2's obstacle and voxel layers clear free space only by tracing rays
+    to cloud points (they ignore +inf and NaN in clouds: `inf_is_valid` is for scans), so
+    without these points open space seen by the camera is never cleared. −inf (too close) and
+    NaN (invalid) stay no point: nothing may be cleared there.
+    Returns float32 [h, w, 4] (x, y, z, rgb bits) for an organized cloud, with NaN x/y/z where
+    there is no point (h = ceil(H/stride)), written into `out` (contiguous float32 [h, w, 4])
+    when given; or [1, n, 4] holding only the n kept points when not organized.
     """
     ws = workspace or Workspace()
     height, width = range_img.shape
@@ -207,6 +213,9 @@ def build_cloud(
     with np.errstate(invalid="ignore"):
         np.subtract(r, r, out=kept_r)
     np.add(kept_r, r, out=kept_r)
+    if clearing_range > 0.0:
+        no_return = np.equal(r, np.float32(np.inf), out=ws.get("no_return_pts", (h, w), bool))
+        np.copyto(kept_r, np.float32(clearing_range), where=no_return)
     if min_height > -math.inf or max_height < math.inf:
         # |z| <= r, so the band cuts nothing when it holds ±(farthest point): the usual case
         # (default band ±100 m, ranges up to 100 m) costs one reduction instead of four passes.
@@ -313,6 +322,11 @@ def build_scan(
     like pointcloud_to_laserscan. REP 117: +inf when no point (or only points beyond
     `range_max`), −inf when the nearest point is closer than `range_min`; negative or NaN
     ranges are no point. Returns (float32 [beams], layout).
+
+    +inf, not "range_max + something", is the no-return value because it is what consumers act
+    on: Nav2's obstacle layer with `inf_is_valid: true` turns +inf beams into range_max and
+    clears free space along them, and pointcloud_to_laserscan (use_inf) writes the same value;
+    laser_geometry drops finite readings above range_max, which would then clear nothing.
     """
     height, width = range_m.shape
     rays = ray_grid(height, width, 1)

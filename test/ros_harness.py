@@ -6,6 +6,8 @@
   file; always stopped (SIGINT, then SIGKILL) when the `with` block ends.
 - `RosClient`: the test's own rclpy context and node, spun in a background thread, with
   publishers, collecting subscriptions and a parameter client.
+- `local_context(domain)`: an rclpy context for a node run inside the test process (fed
+  frames by direct calls, no DDS traffic needed).
 
 Publishers of large messages (the node, the test's image publisher) use the project's Fast DDS
 large-data profile, as deployed: without it best-effort subscribers receive nothing.
@@ -269,6 +271,20 @@ class RosClient:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=5.0)
+
+
+@contextlib.contextmanager
+def local_context(domain: int) -> Iterator[Any]:
+    """An initialised rclpy Context on `domain`, shut down afterwards."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context, domain_id=domain)
+    try:
+        yield context
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 @contextlib.contextmanager

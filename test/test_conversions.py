@@ -416,6 +416,23 @@ def test_cloud_has_nan_where_there_is_no_point_and_dense_drops_them():
     assert np.array_equal(dense[0], organized[kept])
 
 
+def test_clearing_points_end_no_return_rays_only():
+    range_m = np.full((H, W), 4.0, np.float32)
+    range_m[:, :5] = np.inf  # no return: cleared
+    range_m[:, 5:8] = -np.inf  # too close: never cleared
+    range_m[:, 8:10] = np.nan  # invalid: never cleared
+    cloud = proj.build_cloud(range_m, None, 1, -1.0, 1.0, True, clearing_range=2.5)
+    rays = closed_form_rays(H, W)
+    lat = closed_form_lonlat(H, W)[1]
+    in_band = np.abs(2.5 * np.sin(lat)) <= 1.0  # the height band applies to clearing points
+    assert np.allclose(cloud[in_band, :5, :3], 2.5 * rays[in_band, :5], atol=1e-5)
+    assert np.isnan(cloud[~in_band, :5, :3]).all()
+    assert np.isnan(cloud[:, 5:10, :3]).all()
+    assert np.array_equal(cloud[:, 10:], cloud_of(range_m, band=(-1.0, 1.0))[:, 10:], True)
+    dense = proj.build_cloud(range_m, None, 1, -1.0, 1.0, False, clearing_range=2.5)
+    assert dense.shape[1] == int(np.isfinite(cloud[..., 0]).sum())
+
+
 # ---------------------------------------------------------------------------------------------
 # Projection: scan
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from ros_harness import domain_id
+from ros_harness import domain_id, local_context
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -61,13 +61,8 @@ class RecordingFactory:
 
 @pytest.fixture
 def context():
-    import rclpy
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=domain_id(__name__))
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+    with local_context(domain_id(__name__)) as ctx:
+        yield ctx
 
 
 def make_node(context, factory, threshold: int = 20, **kwargs):
