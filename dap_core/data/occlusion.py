@@ -20,48 +20,54 @@ CONTACT_DEPTH = 0.5
 CONTACT_BLUR_M = 0.18
 CONTACT_CELL_M = 0.04
 SHADOW_LIGHT = 0.3  # fraction of the sun's light that still arrives in a shadow
-SHADOW_LEVELS = ((150.0, 0.3),)  # (half extent, cell) of each shadow map around the camera, m
+SHADOW_HALF_M = 150.0  # the sun-shadow map covers the ground this far around the camera, m
+SHADOW_CELL_M = 0.3
+_RING = 16  # vertices of the polygons around cylinders and spheres
 
 
-def _outline(prim: Primitive, n: int = 16) -> np.ndarray:
-    """Points [k, 3] whose convex hull, seen from above or along the sun, covers `prim`."""
-    if isinstance(prim, Box):
-        c, s = math.cos(prim.yaw), math.sin(prim.yaw)
-        hx, hy, hz = prim.half
-        pts = []
-        for a in (-1, 1):
-            for b in (-1, 1):
-                for z in (-1, 1):
-                    pts.append(
-                        (
-                            prim.center[0] + c * a * hx - s * b * hy,
-                            prim.center[1] + s * a * hx + c * b * hy,
-                            prim.center[2] + z * hz,
-                        )
-                    )
-        return np.array(pts)
-    ang = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    if isinstance(prim, Cylinder):
-        ring = np.stack([prim.x + prim.radius * np.cos(ang), prim.y + prim.radius * np.sin(ang)], 1)
-        return np.concatenate(
-            [np.c_[ring, np.full(n, prim.z0)], np.c_[ring, np.full(n, prim.z1)]], axis=0
-        )
-    assert isinstance(prim, Sphere)
-    # Bounding points on three great circles: enough for the hull along any direction.
-    c = np.asarray(prim.center)
-    r = prim.radius / math.cos(math.pi / n)  # circumscribe the polygon
-    circles = [
-        np.stack([np.cos(ang), np.sin(ang), np.zeros(n)], 1),
-        np.stack([np.cos(ang), np.zeros(n), np.sin(ang)], 1),
-        np.stack([np.zeros(n), np.cos(ang), np.sin(ang)], 1),
-    ]
-    return c + r * np.concatenate(circles, axis=0)
+def _outlines(prims: list[Primitive]) -> list[np.ndarray]:
+    """Point sets [G, k, 3], one group per kind of primitive: the convex hull of each set,
+    seen from above or along the sun, covers its primitive (vectorised over each kind)."""
+    groups = []
+    boxes = [p for p in prims if isinstance(p, Box)]
+    if boxes:
+        centre = np.array([b.center for b in boxes])  # [B, 3]
+        half = np.array([b.half for b in boxes])
+        yaw = np.array([b.yaw for b in boxes])
+        c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+        a = np.array([-1, -1, -1, -1, 1, 1, 1, 1], dtype=np.float64)  # the 8 corners
+        b = np.array([-1, -1, 1, 1, -1, -1, 1, 1], dtype=np.float64)
+        z = np.array([-1, 1, -1, 1, -1, 1, -1, 1], dtype=np.float64)
+        ax, by = a * half[:, :1], b * half[:, 1:2]  # [B, 8]
+        x = centre[:, :1] + c * ax - s * by
+        y = centre[:, 1:2] + s * ax + c * by
+        groups.append(np.stack([x, y, centre[:, 2:3] + z * half[:, 2:3]], axis=-1))
+    ang = np.linspace(0, 2 * math.pi, _RING, endpoint=False)
+    cos, sin = np.cos(ang), np.sin(ang)
+    cyl = np.array([(p.x, p.y, p.radius, p.z0, p.z1) for p in prims if isinstance(p, Cylinder)])
+    if cyl.size:
+        ring_x = cyl[:, :1] + cyl[:, 2:3] * cos  # [C, n]
+        ring_y = cyl[:, 1:2] + cyl[:, 2:3] * sin
+        zs = np.repeat(cyl[:, 3:5], _RING, axis=1)  # [C, 2n]: bottom ring, then top ring
+        groups.append(np.stack([np.tile(ring_x, 2), np.tile(ring_y, 2), zs], axis=-1))
+    sph = np.array([(*p.center, p.radius) for p in prims if isinstance(p, Sphere)])
+    if sph.size:
+        # Bounding points on three great circles: enough for the hull along any direction.
+        zero = np.zeros(_RING)
+        unit = np.concatenate(
+            [np.stack([cos, sin, zero], 1), np.stack([cos, zero, sin], 1),
+             np.stack([zero, cos, sin], 1)]
+        )  # [3n, 3]  # fmt: skip
+        r = sph[:, 3] / math.cos(math.pi / _RING)  # circumscribe the polygon
+        groups.append(sph[:, None, :3] + r[:, None, None] * unit[None])  # [S, 3n, 3]
+    return groups
 
 
-def _fill_hull(grid: np.ndarray, xy: np.ndarray, origin: np.ndarray, cell: float) -> None:
-    pix = np.round((xy - origin) / cell).astype(np.int32)
-    hull = cv2.convexHull(pix)
-    cv2.fillConvexPoly(grid, hull, 255)
+def _fill_hulls(grid: np.ndarray, xy: np.ndarray, origin, cell: float) -> None:
+    """Fill the convex hull of each point set xy[i] [k, 2] (metres) into `grid` (255)."""
+    pix = np.round((xy - np.asarray(origin)) / cell).astype(np.int32)  # [G, k, 2]
+    for part in pix:
+        cv2.fillConvexPoly(grid, cv2.convexHull(part), 255)
 
 
 class ContactMap:
@@ -73,9 +79,9 @@ class ContactMap:
         w = math.ceil((room.x1 - room.x0) / self.cell) + 1
         h = math.ceil((room.y1 - room.y0) / self.cell) + 1
         grid = np.zeros((h, w), dtype=np.uint8)
-        for prim in prims:
-            if prim.z_range[0] < 0.05 and prim.footprint_radius() < 3.0:
-                _fill_hull(grid, _outline(prim)[:, :2], self.origin, self.cell)
+        standing = [p for p in prims if p.z_range[0] < 0.05 and p.footprint_radius() < 3.0]
+        for pts in _outlines(standing):
+            _fill_hulls(grid, pts[..., :2], self.origin, self.cell)
         blurred = cv2.GaussianBlur(
             grid.astype(np.float32) / 255, (0, 0), CONTACT_BLUR_M / self.cell
         )
@@ -90,42 +96,41 @@ class ContactMap:
 
 class SunShadowMap:
     """Which ground points the sun cannot see: every object's shadow, projected along the sun
-    onto z = 0 and filled into top-down maps centred on the camera (SHADOW_LEVELS, finest
-    first; ground beyond the last map is lit)."""
+    onto z = 0 and filled into a top-down map of SHADOW_HALF_M around the camera (ground
+    beyond it is lit)."""
 
     def __init__(self, prims: list[Primitive], sun: tuple[float, float, float], centre):
         s = np.asarray(sun, dtype=np.float64)
-        self.levels = []
+        self.grid = None
         if s[2] <= 0.02:
             return
-        shadows = []
-        for prim in prims:
-            pts = _outline(prim)
-            shadows.append(pts[:, :2] - (pts[:, 2:3] / s[2]) * s[None, :2])  # onto the ground
-        for half, cell in SHADOW_LEVELS:
-            origin = np.asarray(centre[:2], dtype=np.float64) - half
-            size = math.ceil(2 * half / cell)
-            grid = np.zeros((size, size), dtype=np.uint8)
-            for xy in shadows:
-                lo, hi = xy.min(0), xy.max(0)
-                if (hi < origin).any() or (lo > origin + 2 * half).any():
-                    continue
-                _fill_hull(grid, xy, origin, cell)
-            self.levels.append((origin, cell, grid))
+        half, cell = SHADOW_HALF_M, SHADOW_CELL_M
+        self.origin = np.asarray(centre[:2], dtype=np.float64) - half
+        self.cell = cell
+        size = math.ceil(2 * half / cell)
+        self.grid = np.zeros((size, size), dtype=np.uint8)
+        for pts in _outlines(prims):
+            xy = pts[..., :2] - (pts[..., 2:3] / s[2]) * s[:2]  # [G, k, 2] onto the ground
+            lo, hi = xy.min(1), xy.max(1)  # [G, 2] shadow bounds
+            inside = (hi >= self.origin).all(1) & (lo <= self.origin + 2 * half).all(1)
+            _fill_hulls(self.grid, xy[inside], self.origin, cell)
+        # Lookups clip to the border: keep it lit, as the ground beyond the map is.
+        self.grid[[0, -1], :] = 0
+        self.grid[:, [0, -1]] = 0
 
     def lookup(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Fraction of sunlight [N] arriving at ground points (x, y)."""
-        lit = np.ones(x.shape, dtype=np.float32)
-        todo = np.ones(x.shape, dtype=bool)
-        for origin, cell, grid in self.levels:
-            n = grid.shape[0]
-            ix = np.floor((x - origin[0]) / cell).astype(np.intp)
-            iy = np.floor((y - origin[1]) / cell).astype(np.intp)
-            inside = todo & (ix >= 0) & (ix < n) & (iy >= 0) & (iy < n)
-            shade = grid[iy[inside], ix[inside]] > 0
-            lit[np.flatnonzero(inside)[shade]] = SHADOW_LIGHT
-            todo &= ~inside
-        return lit
+        if self.grid is None:
+            return np.ones(x.shape, dtype=np.float32)
+        n = self.grid.shape[0]
+        inv = np.float32(1.0 / self.cell)
+        ix = np.floor((x - np.float32(self.origin[0])) * inv)
+        iy = np.floor((y - np.float32(self.origin[1])) * inv)
+        np.clip(ix, 0, n - 1, out=ix)
+        np.clip(iy, 0, n - 1, out=iy)
+        idx = iy.astype(np.int32) * n + ix.astype(np.int32)
+        shade = np.take(self.grid.reshape(-1), idx)
+        return np.where(shade > 0, np.float32(SHADOW_LIGHT), np.float32(1.0))
 
 
 def room_corner_factor(room: Room, face: int, x, y, z) -> np.ndarray:
