@@ -297,7 +297,9 @@ def main() -> int:
         node.destroy_node()
         rclpy.try_shutdown()
 
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"load average (1, 5, 15 min): {load}  (other processes inflate the medians)")
     print(f"frame {width}x{height}, cloud stride {args.stride}, {args.frames} frames per case")
     print("stages (the node's functions alone, best of 10):")
     for name, ms in stages.items():
