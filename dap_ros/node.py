@@ -15,7 +15,11 @@ Every output carries the input's stamp; frame_id is the `frame_id` parameter or 
 Threads: the subscription callback only stores the newest frame (FrameSlot); a worker thread
 decodes, runs the predictor and publishes; frames replaced while it works are dropped and
 counted. With nobody subscribed to any output no inference runs (unless
-process_without_subscribers). Bad input is logged (throttled, naming the problem) and skipped.
+process_without_subscribers), and only outputs with subscribers are built. The model computes
+depth and the one range-mask head of `mask_threshold` (dap_ros.predictors); a new threshold's
+predictor is built by the worker when first needed, then kept. Full-size outputs are written
+in place into messages kept between frames (rclpy copies a message while publishing it).
+Bad input is logged (throttled, naming the problem) and skipped.
 
 Run: `python -m dap_ros.node --ros-args --params-file config/dap.yaml`, `dap_node`, or
 `ros2 launch dap_ros dap.launch.py`.
