@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="auto", help="auto | torch | onnxruntime | tensorrt")
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--seed", type=int, default=0, help="scene seed of the simulator")
-    parser.add_argument("--scene", default="indoor", choices=("indoor", "outdoor"))
+    parser.add_argument(
+        "--scene",
+        default="tour",
+        choices=("tour", "indoor", "outdoor"),
+        help="tour = indoor and outdoor scenes in turn (default)",
+    )
     parser.add_argument(
         "--precompute",
         type=int,
