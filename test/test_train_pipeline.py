@@ -1,0 +1,60 @@
+"""End to end: the tiny three-stage run on synthetic data, with the real-like labels hidden.
+
+"sim" panoramas are the labeled set; "real_like" panoramas are the unlabeled set, and their
+ground truth is used only to measure (via `HiddenLabels.ground_truth`). The run is
+deterministic (one thread, seeded stream), so its numbers are reproducible; they are printed
+and recorded in training/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from train_utils import run_train
+
+# (a) Curation: the kept pseudo labels must be clearly better than the rejected ones, not
+# merely equal. 0.85: measured 0.815 / 1.343 = 0.61 on this run; across critic seeds the ratio
+# was 0.61, 0.82, 0.52 and 1.66 (see training/README.md), so this is a property of the default
+# configuration, not of every seed.
+CURATION_RATIO = 0.85
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_tiny_three_stage_run_curates_and_improves_on_real_like(repo_root, tmp_path):
+    runs = tmp_path
+    for stage in (1, 2, 3):
+        extra = [
+            "--set",
+            f"output_dir={runs}/stage{stage}",
+            "--set",
+            f"previous={runs}/stage{stage - 1}",
+        ]
+        if stage == 3:
+            extra += ["--set", f"model.init={runs}/stage2/model"]
+        run_train(repo_root / f"training/tiny/stage{stage}.yaml", *extra, timeout=800)
+
+    evals = {s: json.loads((runs / f"stage{s}/eval.json").read_text()) for s in (1, 2, 3)}
+    summary = json.loads((runs / "stage2/curation/summary.json").read_text())
+    print("\nstage  domain     abs_rel  rmse_m  delta1")
+    for s in (1, 2, 3):
+        for domain in ("sim", "real_like"):
+            e = evals[s][domain]
+            print(f"{s:5d}  {domain:9s}  {e['abs_rel']:.4f}  {e['rmse']:6.3f}  {e['delta1']:.4f}")
+    sel, rej = summary["selected_hidden_abs_rel"], summary["rejected_hidden_abs_rel"]
+    print(f"pseudo labels, true AbsRel: selected {sel:.4f}, rejected {rej:.4f}")
+
+    # Pipeline mechanics: every unlabeled sample scored, K per class kept, all labeled in stage 3.
+    assert summary["scored"] == 64 and summary["selected"] == 32
+    assert summary["indoor_selected"] == summary["outdoor_selected"] == 16
+    stage3_index = json.loads((runs / "stage3/pseudo/index.json").read_text())
+    assert stage3_index["samples"] == 64
+
+    # (a) the critic's top-K have lower true error than the rejected pseudo labels
+    assert sel <= CURATION_RATIO * rej
+    # (b) stage 3 at least as accurate as the stage-1 labeler on the real-like domain
+    s1, s3 = evals[1]["real_like"], evals[3]["real_like"]
+    assert s3["abs_rel"] <= s1["abs_rel"]
+    assert s3["delta1"] >= s1["delta1"]
+    assert s3["rmse"] <= s1["rmse"]
