@@ -280,9 +280,11 @@ def test_window_culling_never_hides_an_object(seed, monkeypatch):
     from dap_core.data import render
 
     fast = generate_panorama(seed, 48, 96)
-    monkeypatch.setattr(
-        render, "_primitive_window", lambda prim, o, yaw, h, w: (slice(0, h), slice(0, w))
-    )
+
+    def everywhere(prims, o, yaw, h, w):
+        return [(slice(0, h), slice(0, w))] * len(prims)
+
+    monkeypatch.setattr(render, "_primitive_windows", everywhere)
     full = generate_panorama(seed, 48, 96)
     assert np.array_equal(fast.range_m, full.range_m)
     assert np.array_equal(fast.normals, full.normals)

@@ -37,31 +37,41 @@ def check_domain(domain: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def hash01(i: np.ndarray, j: np.ndarray, salt: int = 0) -> np.ndarray:
+def hash01(i: np.ndarray, j: np.ndarray, salt=0) -> np.ndarray:
     """Deterministic pseudo-random value in [0, 1) per integer cell (i, j) (float inputs are
-    cell indices, e.g. from np.floor). uint32 arithmetic wraps by design."""
+    cell indices, e.g. from np.floor); salt: an int or one int per cell. uint32 arithmetic
+    wraps by design."""
     h = i.astype(np.int32).view(np.uint32) * np.uint32(374761393)
     h += np.asarray(j).astype(np.int32).view(np.uint32) * np.uint32(668265263)
-    h += np.uint32((salt * 1442695041) & 0xFFFFFFFF)
+    if np.ndim(salt) == 0:
+        h += np.uint32((int(salt) * 1442695041) & 0xFFFFFFFF)
+    else:
+        h += np.asarray(salt).astype(np.uint32) * np.uint32(1442695041)
     h ^= h >> np.uint32(13)
     h *= np.uint32(1274126177)
     h ^= h >> np.uint32(16)
-    return (h & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(1.0 / (1 << 24))
+    h &= np.uint32(0xFFFFFF)
+    out = h.astype(np.float32)
+    out *= np.float32(1.0 / (1 << 24))
+    return out
 
 
-def fmod(x: np.ndarray, period: float) -> np.ndarray:
-    """x modulo `period` in [0, period): floor-based, several times faster than np.mod."""
-    p = np.float32(period)
-    return x - np.floor(x * np.float32(1.0 / period)) * p
+def fmod(x: np.ndarray, period) -> np.ndarray:
+    """x modulo `period` (a number or one per element) in [0, period): floor-based, several
+    times faster than np.mod."""
+    if np.ndim(period) == 0:
+        return x - np.floor(x * np.float32(1.0 / period)) * np.float32(period)
+    return x - np.floor(x / period) * period
 
 
 class NoiseBank:
     """Smooth value noise from a few random periodic tiles; deterministic for a generator.
 
-    Each tile is blurred white noise, so bilinear lookups (OpenCV `remap`) are smooth.
-    Coordinates are wrapped into the tile period before the lookup and the tiles carry a
-    two-texel wrapped margin: remap then never meets its border, whose BORDER_WRAP handling
-    is ~10x slower than its interior path.
+    Each tile is blurred white noise, so bilinear lookups (OpenCV `remap`) are smooth. The
+    tiles sit side by side in one atlas, each followed by a two-texel wrapped margin, and
+    coordinates are wrapped into the tile period before the lookup: remap then never meets
+    its border (its BORDER_WRAP path is ~10x slower), and one remap serves pixels that use
+    different tiles.
     """
 
     SIZE = 64  # texels per tile side
@@ -71,18 +81,28 @@ class NoiseBank:
 
     def __init__(self, rng: np.random.Generator, n_tiles: int = 4):
         raw = rng.random((n_tiles, self.SIZE, self.SIZE)).astype(np.float32)
-        self.tiles = []
-        for tile in raw:
-            # Periodic blur (wrap-padded) keeps the tile seamless.
-            pad = np.pad(tile, 8, mode="wrap")
-            smooth = cv2.GaussianBlur(pad, (0, 0), 1.2)[8:-8, 8:-8]
-            smooth = (smooth - smooth.min()) / max(float(np.ptp(smooth)), 1e-6)
-            wrapped = np.pad(smooth.astype(np.float32), (0, self._MARGIN), mode="wrap")
-            self.tiles.append(np.ascontiguousarray(wrapped))
+        # Periodic blur (wrap-padded) keeps each tile seamless; the tiles are blurred
+        # together as the channels of one image.
+        pad = 8
+        stack = cv2.copyMakeBorder(np.ascontiguousarray(raw.transpose(1, 2, 0)), pad, pad,
+                                   pad, pad, cv2.BORDER_WRAP)  # fmt: skip
+        smooth = cv2.GaussianBlur(stack, (0, 0), 1.2)[pad:-pad, pad:-pad]  # [S, S, n]
+        smooth = smooth.reshape(-1, n_tiles) if n_tiles > 1 else smooth.reshape(-1, 1)
+        lo, hi = smooth.min(0), smooth.max(0)
+        smooth = (smooth - lo) / np.maximum(hi - lo, np.float32(1e-6))
+        tiles = smooth.T.reshape(n_tiles, self.SIZE, self.SIZE)
+        m = self._MARGIN
+        tiles = np.concatenate([tiles, tiles[:, :m]], axis=1)  # wrapped margins
+        tiles = np.concatenate([tiles, tiles[:, :, :m]], axis=2)  # [n, S + m, S + m]
+        self.n_tiles = n_tiles
+        self.atlas = np.ascontiguousarray(
+            np.concatenate(list(tiles), axis=1), dtype=np.float32
+        )  # [S + m, n (S + m)]
 
-    def noise(self, s: np.ndarray, t: np.ndarray, scale: float, k: int = 0) -> np.ndarray:
-        """Value noise [N] float32 in [0, 1] with feature size `scale` (same units as s, t)."""
-        inv = np.float32(self.TEXELS_PER_FEATURE / scale)
+    def noise(self, s: np.ndarray, t: np.ndarray, scale, k=0) -> np.ndarray:
+        """Value noise [N] float32 in [0, 1] with feature size `scale` (same units as s, t);
+        k picks the tile (an int, or one int per point)."""
+        inv = np.float32(self.TEXELS_PER_FEATURE) / np.asarray(scale, dtype=np.float32)
         period, inv_period = np.float32(self.SIZE), np.float32(1.0 / self.SIZE)
         x = np.multiply(s, inv, dtype=np.float32)
         y = np.multiply(t, inv, dtype=np.float32)
@@ -92,14 +112,18 @@ class NoiseBank:
         # Wrap into [0, SIZE] (the tiles repeat): remap's fixed-point coordinates stay small.
         x -= np.floor(x * inv_period) * period
         y -= np.floor(y * inv_period) * period
-        tile = self.tiles[k % len(self.tiles)]
+        stride = self.SIZE + self._MARGIN
+        if np.ndim(k) == 0:
+            x += np.float32((int(k) % self.n_tiles) * stride)
+        else:
+            x += (np.asarray(k) % self.n_tiles).astype(np.float32) * np.float32(stride)
         if n <= self._CHUNK:
-            return cv2.remap(tile, x.reshape(1, -1), y.reshape(1, -1), cv2.INTER_LINEAR,
+            return cv2.remap(self.atlas, x.reshape(1, -1), y.reshape(1, -1), cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REPLICATE)[0]  # fmt: skip
         out = np.empty(n, dtype=np.float32)
         for i in range(0, n, self._CHUNK):
             j = min(n, i + self._CHUNK)
-            out[i:j] = cv2.remap(tile, x[i:j].reshape(1, -1), y[i:j].reshape(1, -1),
+            out[i:j] = cv2.remap(self.atlas, x[i:j].reshape(1, -1), y[i:j].reshape(1, -1),
                                  cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]  # fmt: skip
         return out
 
@@ -181,25 +205,35 @@ class Style:
         )
 
 
-def restyle_color(color, style: Style) -> np.ndarray:
-    """A material colour as this domain renders it: desaturated and tinted in real_like."""
+@functools.lru_cache(maxsize=4096)
+def _restyled(color: tuple[float, float, float], style: Style) -> np.ndarray:
     r, g, b = (float(c) for c in color)
     if style.domain == "sim":
-        return np.array((r, g, b), dtype=np.float32)
-    grey = (r + g + b) / 3
-    k = style.saturation
-    out = [(grey + (c - grey) * k) * w for c, w in zip((r, g, b), style.tint, strict=True)]
-    return np.clip(np.array(out, dtype=np.float32), 0.0, 1.0)
+        out = np.array((r, g, b), dtype=np.float32)
+    else:
+        grey = (r + g + b) / 3
+        k = style.saturation
+        rgb = [(grey + (c - grey) * k) * w for c, w in zip((r, g, b), style.tint, strict=True)]
+        out = np.clip(np.array(rgb, dtype=np.float32), 0.0, 1.0)
+    out.setflags(write=False)
+    return out
 
 
-def _lines(x: np.ndarray, period: float, width: float) -> np.ndarray:
+def restyle_color(color, style: Style) -> np.ndarray:
+    """A material colour [3] float32 as this domain renders it: desaturated and tinted in
+    real_like (read-only, cached)."""
+    return _restyled(tuple(float(c) for c in color), style)
+
+
+def _lines(x: np.ndarray, period, width: float) -> np.ndarray:
     """1 on thin lines every `period` (line width `width`), else 0; same units as x."""
     f = fmod(x, period)
     return ((f < width * 0.5) | (f > period - width * 0.5)).astype(np.float32)
 
 
 def _compose(c1: np.ndarray, f1: np.ndarray, c2: np.ndarray, f2, out=None) -> np.ndarray:
-    """Per-pixel albedo [3, N] = f1 · c1 + f2 · c2, clipped to [0, 1] (into `out` if given).
+    """Per-pixel albedo [3, N] = f1 · c1 + f2 · c2 (colours [3] or [3, N]), clipped to
+    [0, 1] (into `out` if given).
 
     Planar rows: a colour broadcast over a row runs at full speed, over [N, 3] rows of
     three it is several times slower."""
@@ -209,7 +243,60 @@ def _compose(c1: np.ndarray, f1: np.ndarray, c2: np.ndarray, f2, out=None) -> np
         row = np.multiply(f1, c1[ch], out=out[ch])
         if f2 is not None:
             row += f2 * c2[ch]
-    return np.clip(out, 0.0, 1.0, out=out)
+    np.maximum(out, 0.0, out=out)  # np.clip's wrapper costs more than two ufuncs
+    return np.minimum(out, 1.0, out=out)
+
+
+@dataclass(frozen=True)
+class MaterialParams:
+    """Parameters of materials that share one pattern, for one albedo evaluation: each field
+    is one value for all pixels (scalar, or [3] for colours) or one per pixel ([N], [3, N])."""
+
+    c1: np.ndarray
+    c2: np.ndarray
+    scale: np.ndarray
+    variation: np.ndarray
+    salt: np.ndarray  # int: picks noise tiles and hash streams
+    extra: tuple = ()
+
+    @classmethod
+    def of(
+        cls,
+        materials: list[Material],
+        salts: list[int],
+        style: Style,
+        counts: list[int] | None = None,
+    ) -> MaterialParams:
+        """Parameters of `materials` (same pattern) covering counts[i] consecutive pixels
+        each; with one material (counts None), one value for all pixels."""
+        if counts is None or len(materials) == 1:
+            m = materials[0]
+            return cls(
+                restyle_color(m.color, style),
+                restyle_color(m.color2, style),
+                np.float32(m.scale),
+                np.float32(m.variation),
+                int(salts[0]),
+                tuple(np.float32(x) for x in m.extra),
+            )
+        reps = np.asarray(counts)
+
+        def per_pixel(values, dtype=np.float32):
+            return np.repeat(np.asarray(values, dtype=dtype), reps, axis=-1)
+
+        c1 = per_pixel(np.stack([restyle_color(m.color, style) for m in materials], 1))
+        c2 = per_pixel(np.stack([restyle_color(m.color2, style) for m in materials], 1))
+        extra = ()
+        if materials[0].extra:
+            extra = tuple(per_pixel(col) for col in zip(*(m.extra for m in materials), strict=True))
+        return cls(
+            c1,
+            c2,
+            per_pixel([m.scale for m in materials]),
+            per_pixel([m.variation for m in materials]),
+            per_pixel(salts, np.int32),
+            extra,
+        )
 
 
 def albedo(
@@ -222,16 +309,32 @@ def albedo(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Linear-RGB albedo [3, N] float32 (planar) of `mat` at surface coordinates (s, t) [N]
-    in metres.
+    in metres; salt (the material's index) picks its noise tiles and hash streams.
+
+    out: optional float32 [3, N] array (or view) to write into (saves a copy).
+    """
+    prm = MaterialParams.of([mat], [salt], style)
+    return pattern_albedo(mat.pattern, s, t, prm, noise, style, out)
+
+
+def pattern_albedo(
+    p: str,
+    s: np.ndarray,
+    t: np.ndarray,
+    prm: MaterialParams,
+    noise: NoiseBank,
+    style: Style,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Albedo [3, N] of pattern `p` at (s, t) [N] metres for materials `prm` (one or one per
+    pixel): all surfaces that share a pattern are evaluated in one call.
 
     Every pattern is a per-pixel blend f1 · color + f2 · color2 of the material's two colours.
-    out: optional float32 [3, N] array (or view) to write into (saves a copy).
     """
     s = s.astype(np.float32, copy=False)
     t = t.astype(np.float32, copy=False)
-    k = style.pattern_contrast
-    var = np.float32(mat.variation)
-    p = mat.pattern
+    k = np.float32(style.pattern_contrast)
+    var, scale, salt = prm.variation, prm.scale, prm.salt
     f2 = None
     if p in ("plain", "paint", "concrete", "fabric"):
         w = noise.noise(s, t, 0.6 if p != "concrete" else 0.3, k=salt)
@@ -239,31 +342,35 @@ def albedo(
         if p == "fabric":
             f1 *= 1 + 0.08 * k * (_lines(s, 0.01, 0.004) - 0.5)
     elif p in ("tiles", "bricks"):
+        h = scale
         if p == "tiles":
-            h, w_cell, off = mat.scale, mat.scale, np.float32(0)
+            w_cell, off = h, np.float32(0)
         else:
-            h, w_cell = mat.scale, mat.scale * 3.4
-            off = fmod(np.floor(t / np.float32(h)), 2) * np.float32(0.5 * w_cell)
-        i, j = np.floor((s + off) / w_cell), np.floor(t / h)
-        grout = np.maximum(_lines(s + off, w_cell, 0.012), _lines(t, h, 0.012)) * k
+            w_cell = h * np.float32(3.4)
+            off = fmod(np.floor(t / h), 2) * (np.float32(0.5) * w_cell)
+        so = s + off
+        i, j = np.floor(so / w_cell), np.floor(t / h)
+        grout = np.maximum(_lines(so, w_cell, 0.012), _lines(t, h, 0.012))
+        grout *= k
         f1 = (1 + 2 * var * (hash01(i, j, salt) - 0.5)) * (1 - grout)
         f2 = grout
     elif p == "planks":
-        width = mat.scale
-        length = width * 6
-        row = np.floor(t / np.float32(width))
-        shift = hash01(row, row * 0, salt + 1) * np.float32(length)
-        col = np.floor((s + shift) / np.float32(length))
+        width = scale
+        length = width * np.float32(6)
+        row = np.floor(t / width)
+        shift = hash01(row, row * 0, salt + 1) * length
+        ss = s + shift
+        col = np.floor(ss / length)
         grain = noise.noise(s * 0.05, t * 2.0, 0.02, k=salt + 1)
-        seam = np.maximum(_lines(t, width, 0.006), _lines(s + shift, length, 0.006))
+        seam = np.maximum(_lines(t, width, 0.006), _lines(ss, length, 0.006))
         f1 = (1 + 2 * var * (hash01(col, row, salt) - 0.5) + 0.15 * k * (grain - 0.5)) * (
             1 - 0.6 * k * seam
         )
     elif p == "stripes":
-        f2 = (fmod(s, 2 * mat.scale) < mat.scale).astype(np.float32) * k
+        f2 = (fmod(s, 2 * scale) < scale).astype(np.float32) * k
         f1 = 1 - f2
     elif p == "facade":
-        f1, f2 = _facade(mat, s, t, salt)
+        f1, f2 = _facade(prm, s, t)
     elif p in ("grass", "foliage"):
         w = noise.fbm(s, t, 0.4 if p == "grass" else 0.15, octaves=3)
         f2 = np.clip((w - 0.3) * 2.0, 0, 1)
@@ -279,8 +386,12 @@ def albedo(
         f1 = 0.7 + 0.6 * noise.noise(s, t, 2.0, k=salt)
     elif p == "ceiling":
         f1 = 1 + var * (noise.noise(s, t, 0.5, k=salt) - 0.5)
-        if mat.scale > 0:  # acoustic ceiling tiles
-            grid = np.maximum(_lines(s, mat.scale, 0.015), _lines(t, mat.scale, 0.015))
+        tiled = scale > 0  # acoustic ceiling tiles
+        if np.any(tiled):
+            period = scale if np.all(tiled) else np.where(tiled, scale, np.float32(1))
+            grid = np.maximum(_lines(s, period, 0.015), _lines(t, period, 0.015))
+            if not np.all(tiled):
+                grid *= tiled
             f1 *= 1 - 0.25 * k * grid
     else:  # pragma: no cover - Material validates the pattern
         raise ValueError(p)
@@ -288,32 +399,38 @@ def albedo(
     if weather is not None:
         f1 = f1 * weather
         f2 = None if f2 is None else f2 * weather
-    c1, c2 = restyle_color(mat.color, style), restyle_color(mat.color2, style)
-    return _compose(c1, f1, c2, f2, out=out)
+    return _compose(prm.c1, f1, prm.c2, f2, out=out)
 
 
-def _facade(mat: Material, s: np.ndarray, t: np.ndarray, salt: int):
-    """Building wall with a metric window grid: storeys every mat.scale metres."""
-    floor_h = np.float32(mat.scale)
-    spacing, win_w, win_h, sill = (np.float32(x) for x in mat.extra)
+def _facade(prm: MaterialParams, s: np.ndarray, t: np.ndarray):
+    """Building wall with a metric window grid: storeys every `scale` metres; extra =
+    (window spacing, width, height, sill) metres."""
+    floor_h, salt = prm.scale, prm.salt
+    spacing, win_w, win_h, sill = prm.extra
     fs = fmod(s, spacing)
     ft = fmod(t, floor_h)
     storey = np.floor(t / floor_h)
     window = (np.abs(fs - spacing / 2) < win_w / 2) & (ft > sill) & (ft < sill + win_h)
     window = (window & (storey >= 0)).astype(np.float32)
     lit = hash01(np.floor(s / spacing), storey, salt)
-    wall = 1 + np.float32(mat.variation) * (hash01(storey, storey * 0, salt + 3) - 0.5)
+    wall = 1 + prm.variation * (hash01(storey, storey * 0, salt + 3) - 0.5)
     ledge = 1 - 0.25 * ((ft < 0.12) & (storey > 0))
     return wall * (1 - window) * ledge, window * (0.6 + 0.8 * lit) * ledge
 
 
-def _weather(s, t, noise: NoiseBank, style: Style, salt: int) -> np.ndarray | None:
+def _weather(s, t, noise: NoiseBank, style: Style, salt) -> np.ndarray | None:
     """Grime factor [N]: low-frequency albedo variation, one texture statistic that sets
     real_like apart from sim (the other: grain, added by the camera's sensor noise)."""
     if style.grime <= 0:
         return None
-    g = noise.noise(s + np.float32(3.1 * salt), t, 1.2, k=salt)
-    return 1 - np.float32(style.grime) * g
+    if np.ndim(salt) == 0:
+        offset = np.float32(3.1 * salt)
+    else:
+        offset = salt.astype(np.float32) * np.float32(3.1)
+    g = noise.noise(s + offset, t, 1.2, k=salt)
+    g *= np.float32(-style.grime)
+    g += np.float32(1.0)
+    return g
 
 
 # ---------------------------------------------------------------------------------------------
@@ -534,11 +651,18 @@ SHOULDER_LUT_SIZE = 16384
 
 def _shoulder_lut(knee: float) -> np.ndarray:
     """uint8 [SHOULDER_LUT_SIZE] over linear [0, SHOULDER_MAX]: linear up to `knee`, then an
-    exponential roll-off towards 1, then the display gamma."""
-    v = np.linspace(0.0, SHOULDER_MAX, SHOULDER_LUT_SIZE)
-    rolled = knee + (1 - knee) * (1 - np.exp((knee - v) / (1 - knee)))
-    lut = np.round(255 * np.clip(np.where(v > knee, rolled, v), 0, 1) ** (1 / GAMMA))
-    return lut.astype(np.uint8)
+    exponential roll-off towards 1, then the display gamma (float32 with OpenCV's exp and
+    pow: a few times cheaper than numpy's float64, same table)."""
+    v = np.linspace(0.0, SHOULDER_MAX, SHOULDER_LUT_SIZE, dtype=np.float32)
+    k = np.float32(knee)
+    rolled = cv2.exp((k - v) * np.float32(1 / (1 - knee))).reshape(-1)
+    rolled = k + (1 - k) * (1 - rolled)
+    x = np.where(v > k, rolled, v)
+    np.clip(x, 0, 1, out=x)
+    y = cv2.pow(x, 1 / GAMMA).reshape(-1)
+    y *= np.float32(255)
+    y += np.float32(0.5)
+    return y.astype(np.uint8)
 
 
 def _encode_with_shoulder(x: np.ndarray, knee: float) -> np.ndarray:

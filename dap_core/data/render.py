@@ -91,106 +91,107 @@ def _keep_freed_memory() -> bool:
 _PAD_PX = 2.0  # angular margin of every window, in pixels
 
 
-def _rows_cols(lat_lo, lat_hi, lon_lo, lon_hi, height: int, width: int):
-    """ERP rows (slice) and columns (slice, or index array across the seam) of a lon/lat box.
+def _prism_bounds(prims, o: np.ndarray, yaw: float, pad: float):
+    """(lat_lo, lat_hi, lon_lo, lon_hi, full_lon) [P] radians of vertical prisms (boxes, and
+    cylinders by their bounding squares) seen from `o` with camera yaw `yaw`.
 
-    lon_lo/lon_hi None: every column. Returns None when no pixel centre can fall inside.
+    Tighter than bounding spheres for walls, buildings and poles. full_lon: the prism may
+    cover every longitude (the camera is above / below it, or it reaches a pole).
     """
-    r0 = max(0, math.floor(height * (0.5 - lat_hi / math.pi) - 0.5))
-    r1 = min(height, math.ceil(height * (0.5 - lat_lo / math.pi) - 0.5) + 1)
-    if r0 >= r1:
-        return None
-    rows = slice(r0, r1)
-    if lon_lo is None:
-        return rows, slice(0, width)
-    u0 = math.floor(width / 2 * (1 - lon_hi / math.pi) - 0.5)
-    u1 = math.ceil(width / 2 * (1 - lon_lo / math.pi) - 0.5)
-    if u1 - u0 + 1 >= width:
-        return rows, slice(0, width)
-    if u0 >= 0 and u1 < width:
-        return rows, slice(u0, u1 + 1)
-    return rows, np.arange(u0, u1 + 1) % width
-
-
-def _sphere_window(rel_cam: np.ndarray, radius: float, height: int, width: int):
-    """Window of a sphere; rel_cam: its centre minus the camera, camera frame."""
-    dist = float(np.linalg.norm(rel_cam))
-    if dist <= radius * 1.001 + 1e-6:
-        return slice(0, height), slice(0, width)
-    pad = _PAD_PX * math.pi / height
-    alpha = math.asin(min(radius / dist, 1.0)) + pad
-    lat_c = math.asin(max(-1.0, min(1.0, rel_cam[2] / dist)))
-    lat_hi, lat_lo = lat_c + alpha, lat_c - alpha
-    if lat_hi >= math.pi / 2 or lat_lo <= -math.pi / 2:
-        return _rows_cols(lat_lo, lat_hi, None, None, height, width)
-    sin_dl = math.sin(alpha) / math.cos(max(abs(lat_hi), abs(lat_lo)))
-    if sin_dl >= 1.0:
-        return _rows_cols(lat_lo, lat_hi, None, None, height, width)
-    lon_c = math.atan2(rel_cam[1], rel_cam[0])
-    dl = math.asin(sin_dl)
-    return _rows_cols(lat_lo, lat_hi, lon_c - dl, lon_c + dl, height, width)
-
-
-def _segment_distance(ax: float, ay: float, bx: float, by: float) -> float:
-    """Distance from the origin to the segment a-b."""
-    ex, ey = bx - ax, by - ay
-    t = max(0.0, min(1.0, -(ax * ex + ay * ey) / max(ex * ex + ey * ey, 1e-12)))
-    return math.hypot(ax + t * ex, ay + t * ey)
-
-
-def _prism_window(corners, dz0: float, dz1: float, height: int, width: int):
-    """Window of a vertical prism: convex footprint `corners` [(x, y)] relative to the camera
-    (camera frame, counter-clockwise), spanning heights dz0..dz1 relative to the camera.
-
-    Tighter than a bounding sphere for walls, buildings and poles.
-    """
-    pad = _PAD_PX * math.pi / height
-    crosses = [
-        ax * by - ay * bx
-        for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1], strict=True)
-    ]
-    if all(c >= 0 for c in crosses):  # the camera is above or below the footprint
-        r_min = 0.0
-    else:
-        r_min = min(
-            _segment_distance(ax, ay, bx, by)
-            for (ax, ay), (bx, by) in zip(corners, corners[1:] + corners[:1], strict=True)
-        )
-    r_max = max(math.hypot(x, y) for x, y in corners)
-    lat_hi = math.atan2(dz1, r_min if dz1 > 0 else r_max) + pad
-    lat_lo = math.atan2(dz0, r_min if dz0 < 0 else r_max) - pad
-    if r_min < 1e-6 or lat_hi >= math.pi / 2 or lat_lo <= -math.pi / 2:
-        return _rows_cols(lat_lo, lat_hi, None, None, height, width)
-    ref = math.atan2(corners[0][1], corners[0][0])
-    rel = [(math.atan2(y, x) - ref + math.pi) % (2 * math.pi) - math.pi for x, y in corners]
-    # Columns near the poles spread: widen the longitude margin by 1 / cos(lat).
-    dl = pad / max(math.cos(max(abs(lat_hi), abs(lat_lo))), 1e-3)
-    return _rows_cols(lat_lo, lat_hi, ref + min(rel) - dl, ref + max(rel) + dl, height, width)
-
-
-def _primitive_window(prim, o: np.ndarray, yaw: float, height: int, width: int):
-    """The ERP window (rows, cols) outside which `prim` cannot appear, or None."""
+    geo = np.array(
+        [(p.center[0], p.center[1], p.half[0], p.half[1], p.yaw, *p.z_range)
+         if isinstance(p, Box) else (p.x, p.y, p.radius, p.radius, 0.0, p.z0, p.z1)
+         for p in prims]
+    )  # fmt: skip
+    cx, cy, hx, hy, pyaw, z0, z1 = geo.T[:, :, None]  # [P, 1] each
+    cb, sb = np.cos(pyaw), np.sin(pyaw)
+    a = np.array([-1.0, 1.0, 1.0, -1.0]) * hx  # footprint corners, counter-clockwise
+    b = np.array([-1.0, -1.0, 1.0, 1.0]) * hy
+    wx = cx + cb * a - sb * b - o[0]  # [P, 4] relative to the camera, world axes
+    wy = cy + sb * a + cb * b - o[1]
     c, s = math.cos(yaw), math.sin(yaw)
-    if isinstance(prim, Sphere):
-        rel = np.asarray(prim.center) - o
-        rel_cam = np.array([c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1], rel[2]])
-        return _sphere_window(rel_cam, prim.radius, height, width)
-    if isinstance(prim, Box):
-        cx, cy = prim.center[0], prim.center[1]
-        hx, hy = prim.half[0], prim.half[1]
-        cb, sb = math.cos(prim.yaw), math.sin(prim.yaw)
-        local = ((-hx, -hy), (hx, -hy), (hx, hy), (-hx, hy))
-        world = [(cx + cb * a - sb * b, cy + sb * a + cb * b) for a, b in local]
-    else:  # Cylinder: its bounding square
-        r = prim.radius
-        world = [(prim.x - r, prim.y - r), (prim.x + r, prim.y - r),
-                 (prim.x + r, prim.y + r), (prim.x - r, prim.y + r)]  # fmt: skip
-    corners = []
-    for x, y in world:
-        dx, dy = x - o[0], y - o[1]
-        corners.append((c * dx + s * dy, -s * dx + c * dy))
-    z0, z1 = prim.z_range
-    return _prism_window(corners, z0 - o[2], z1 - o[2], height, width)
+    x, y = c * wx + s * wy, c * wy - s * wx  # camera frame
+    bx, by = np.roll(x, -1, axis=1), np.roll(y, -1, axis=1)  # each edge's end
+    above = ((x * by - y * bx) >= 0).all(axis=1)  # the camera is above or below the footprint
+    ex, ey = bx - x, by - y
+    tt = np.clip(-(x * ex + y * ey) / np.maximum(ex * ex + ey * ey, 1e-12), 0.0, 1.0)
+    r_min = np.where(above, 0.0, np.hypot(x + tt * ex, y + tt * ey).min(axis=1))
+    r_max = np.hypot(x, y).max(axis=1)
+    dz0, dz1 = z0[:, 0] - o[2], z1[:, 0] - o[2]
+    lat_hi = np.arctan2(dz1, np.where(dz1 > 0, r_min, r_max)) + pad
+    lat_lo = np.arctan2(dz0, np.where(dz0 < 0, r_min, r_max)) - pad
+    full = (r_min < 1e-6) | (lat_hi >= math.pi / 2) | (lat_lo <= -math.pi / 2)
+    ref = np.arctan2(y[:, 0], x[:, 0])
+    rel = (np.arctan2(y, x) - ref[:, None] + math.pi) % (2 * math.pi) - math.pi
+    # Columns near the poles spread: widen the longitude margin by 1 / cos(lat).
+    with np.errstate(invalid="ignore"):
+        dl = pad / np.maximum(np.cos(np.maximum(np.abs(lat_hi), np.abs(lat_lo))), 1e-3)
+    return lat_lo, lat_hi, ref + rel.min(axis=1) - dl, ref + rel.max(axis=1) + dl, full
+
+
+def _sphere_bounds(prims, o: np.ndarray, yaw: float, pad: float):
+    """Like `_prism_bounds` for spheres; also `inside` [S]: the camera is in the sphere."""
+    geo = np.array([(*p.center, p.radius) for p in prims])  # [S, 4]
+    rel = geo[:, :3] - o
+    c, s = math.cos(yaw), math.sin(yaw)
+    x, y, z = c * rel[:, 0] + s * rel[:, 1], c * rel[:, 1] - s * rel[:, 0], rel[:, 2]
+    radius = geo[:, 3]
+    dist = np.sqrt(x * x + y * y + z * z)
+    inside = dist <= radius * 1.001 + 1e-6
+    dist = np.maximum(dist, 1e-12)
+    alpha = np.arcsin(np.minimum(radius / dist, 1.0)) + pad
+    lat_c = np.arcsin(np.clip(z / dist, -1.0, 1.0))
+    lat_hi, lat_lo = lat_c + alpha, lat_c - alpha
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sin_dl = np.sin(alpha) / np.cos(np.maximum(np.abs(lat_hi), np.abs(lat_lo)))
+    full = inside | (lat_hi >= math.pi / 2) | (lat_lo <= -math.pi / 2) | ~(sin_dl < 1.0)
+    lon_c = np.arctan2(y, x)
+    dl = np.arcsin(np.where(full, 0.0, sin_dl))
+    return lat_lo, lat_hi, lon_c - dl, lon_c + dl, full, inside
+
+
+def _primitive_windows(prims, o: np.ndarray, yaw: float, height: int, width: int) -> list:
+    """Per primitive, the ERP window (rows slice, cols slice or column indices across the
+    seam) outside which it cannot appear, or None (no pixel centre can see it); computed for
+    all primitives at once.
+
+    Windows are lon/lat boxes around each primitive's footprint prism (boxes, cylinders) or
+    bounding sphere, widened by _PAD_PX pixels.
+    """
+    windows: list = [None] * len(prims)
+    if not prims:
+        return windows
+    pad = _PAD_PX * math.pi / height
+    spheres = [k for k, p in enumerate(prims) if isinstance(p, Sphere)]
+    prisms = [k for k, p in enumerate(prims) if not isinstance(p, Sphere)]
+    parts = []
+    if prisms:
+        lat_lo, lat_hi, lon_lo, lon_hi, full = _prism_bounds(
+            [prims[k] for k in prisms], o, yaw, pad
+        )
+        parts.append((prisms, lat_lo, lat_hi, lon_lo, lon_hi, full, np.zeros(len(prisms), bool)))
+    if spheres:
+        parts.append((spheres, *_sphere_bounds([prims[k] for k in spheres], o, yaw, pad)))
+    for ks, lat_lo, lat_hi, lon_lo, lon_hi, full, inside in parts:
+        with np.errstate(invalid="ignore"):
+            r0 = np.maximum(0, np.floor(height * (0.5 - lat_hi / math.pi) - 0.5))
+            r1 = np.minimum(height, np.ceil(height * (0.5 - lat_lo / math.pi) - 0.5) + 1)
+            u0 = np.floor(width / 2 * (1 - lon_hi / math.pi) - 0.5)
+            u1 = np.ceil(width / 2 * (1 - lon_lo / math.pi) - 0.5)
+        r0[inside], r1[inside] = 0, height
+        full |= ~(u1 - u0 + 1 < width)  # also NaN-safe
+        for k, a, b, c0, c1, f in zip(ks, r0.tolist(), r1.tolist(), u0.tolist(), u1.tolist(),
+                                      full.tolist(), strict=True):  # fmt: skip
+            if a >= b:
+                continue
+            rows = slice(int(a), int(b))
+            if f:
+                windows[k] = (rows, slice(0, width))
+            elif c0 >= 0 and c1 < width:
+                windows[k] = (rows, slice(int(c0), int(c1) + 1))
+            else:
+                windows[k] = (rows, np.arange(int(c0), int(c1) + 1) % width)
+    return windows
 
 
 class _Frame:
@@ -271,18 +272,10 @@ _ROOM_NORMALS = (
 )  # inward normal of each room face  # fmt: skip
 
 
-def _room_face(scene, x, y, z, face: int, is_room: bool, noise, style, alb: np.ndarray):
-    """Albedo (written into `alb` [3, N]) and emitted radiance [3, N] (or None) of points
-    (x, y, z) [N] on one room face."""
-    mats = scene.room_materials if is_room else scene.shell_materials
-    if face < 4:
-        s, t, mat_id = y if face < 2 else x, z, mats[0]
-    else:
-        s, t, mat_id = x, y, mats[1 if face == 4 else 2]
-    ap.albedo(scene.materials[mat_id], s, t, noise, style, mat_id, out=alb)
+def _room_decals(scene, s, t, face: int, noise, style, alb: np.ndarray):
+    """Paint the decals (walls) or lamps (ceiling) of room face `face` over its albedo `alb`
+    [3, N] at wall coordinates (s, t) [N]; returns the emitted radiance [3, N] or None."""
     emit = None
-    if not is_room:
-        return emit
     if face < 4:
         for dec in scene.decals:
             if dec.wall != face:
@@ -305,6 +298,37 @@ def _room_face(scene, x, y, z, face: int, is_room: bool, noise, style, alb: np.n
     return emit
 
 
+_PATTERN_CODE = {name: i for i, name in enumerate(ap.PATTERNS)}
+_GROUND_CODE = len(ap.PATTERNS)  # the ground sorts after every pattern
+
+
+def _key_tables(scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per surface key (8 * object id + face, offset by 8 so that the sky's -8 is 0): its
+    shading rank (int16), material index (-1: sky, ground) and pattern code (-1: sky).
+
+    Sorting pixels by rank makes every surface face a contiguous run, and the runs of one
+    pattern (then of one material) adjacent: each pattern is then textured in one call.
+    """
+    n_keys = 8 * (PRIM_BASE + len(scene.primitives) + 1)
+    mat = np.full(n_keys, -1, dtype=np.int32)
+    if scene.room is not None:
+        for obj_id, mats in ((ROOM_ID, scene.room_materials), (SHELL_ID, scene.shell_materials)):
+            mat[8 * (obj_id + 1) : 8 * (obj_id + 1) + 6] = [mats[0]] * 4 + [mats[1], mats[2]]
+    if scene.primitives:
+        base = np.array([p.material for p in scene.primitives], dtype=np.int32)
+        top = np.array([getattr(p, "top_material", -1) for p in scene.primitives])
+        faces = np.repeat(base[:, None], 8, axis=1)  # [P, 8]
+        faces[:, 5] = np.where(top >= 0, top, base)  # box tops (face 5) may differ
+        mat[8 * (PRIM_BASE + 1) :] = faces.reshape(-1)
+    codes = np.array([_PATTERN_CODE[m.pattern] for m in scene.materials] + [-1], dtype=np.int32)
+    pattern = codes[mat]  # mat -1 picks the trailing -1
+    pattern[8 * (GROUND_ID + 1)] = _GROUND_CODE
+    order = np.lexsort((np.arange(n_keys), mat, pattern))
+    rank = np.empty(n_keys, dtype=np.int16)
+    rank[order] = np.arange(n_keys, dtype=np.int16)
+    return rank, mat, pattern
+
+
 def _cast(scene, o: np.ndarray, yaw: float, height: int, width: int) -> _Frame:
     """Ray-cast the room (or ground) and every primitive inside its window."""
     frame = _Frame(o, height, width, yaw)
@@ -313,58 +337,91 @@ def _cast(scene, o: np.ndarray, yaw: float, height: int, width: int) -> _Frame:
     if scene.ground is not None:
         frame.t = ground_intersect(o, frame.dz)
         frame.ids[np.isfinite(frame.t)] = GROUND_ID
-    for k, prim in enumerate(scene.primitives):
-        window = _primitive_window(prim, o, yaw, height, width)
+    windows = _primitive_windows(scene.primitives, o, yaw, height, width)
+    for k, (prim, window) in enumerate(zip(scene.primitives, windows, strict=True)):
         if window is not None:
             frame.cast(prim, PRIM_BASE + k, window)
     return frame
 
 
-def _surfaces(scene, camera, p, key, starts, bounds, noise, style):
+def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
     """World normals [3, N], albedo [3, N], emission [3, N] (or None) and occlusion [N] (or
-    None) of hit points p [3, N] sorted by key.
+    None) of hit points p [3, N] sorted by shading rank (see `_key_tables`).
 
     Every run starts[i]:bounds[i] of equal key = 8 * object id + face is one surface face.
     """
+    _, mat_of_key, pattern_of_key = tables
     real = style.domain == "real_like"
     n_px = p.shape[1]
     n = np.empty((3, n_px), dtype=np.float32)
     alb = np.empty((3, n_px), dtype=np.float32)
+    s_uv = np.empty(n_px, dtype=np.float32)  # texture coordinates, metres
+    t_uv = np.empty(n_px, dtype=np.float32)
     emit = None
-    occlusion = np.ones(n_px, dtype=np.float32) if real else None
-    contact = sun = None
-    if real and scene.room is not None:
-        contact = occ.ContactMap(scene.room, list(scene.primitives))
-    if real and scene.ground is not None:
-        sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, camera)
+    # Objects darken near the floor; room and ground runs overwrite theirs below.
+    occlusion = occ.object_contact_factor(p[2]) if real else None
+    # Geometry, one face per run: normals and texture coordinates.
+    rooms, ground = [], None
     for a, b in zip(starts, bounds, strict=True):
         obj_id, face = divmod(int(key[a]), 8)
         x, y, z = p[0, a:b], p[1, a:b], p[2, a:b]
         if obj_id in (ROOM_ID, SHELL_ID):
             n[:, a:b] = np.asarray(_ROOM_NORMALS[face], dtype=np.float32)[:, None]
-            e = _room_face(scene, x, y, z, face, obj_id == ROOM_ID, noise, style, alb[:, a:b])
-            if e is not None:
-                emit = np.zeros_like(alb) if emit is None else emit
-                emit[:, a:b] = e
-            if real and obj_id == ROOM_ID:
-                occlusion[a:b] = occ.room_corner_factor(scene.room, face, x, y, z)
-                if face == 4:
-                    occlusion[a:b] *= contact.lookup(x, y)
+            s_uv[a:b], t_uv[a:b] = (y if face < 2 else x), (z if face < 4 else y)
+            if obj_id == ROOM_ID:
+                rooms.append((a, b, face))
+            elif real:
+                occlusion[a:b] = 1.0  # beyond a doorway: not occluded
         elif obj_id == GROUND_ID:
             n[:, a:b] = np.array([[0.0], [0.0], [1.0]], dtype=np.float32)
-            ap.ground_albedo(scene.ground, x, y, noise, style, out=alb[:, a:b])
-            if real:
-                occlusion[a:b] = sun.lookup(x, y)
+            ground = (a, b)
         else:
             prim = scene.primitives[obj_id - PRIM_BASE]
-            normal, m, s_uv, t_uv = prim.surface(face, x, y, z)
+            normal, _, s_uv[a:b], t_uv[a:b] = prim.surface(face, x, y, z)
             if isinstance(normal, tuple):
                 n[:, a:b] = np.asarray(normal, dtype=np.float32)[:, None]
             else:
                 n[:, a:b] = normal
-            if real:
-                occlusion[a:b] = occ.object_contact_factor(z)
-            ap.albedo(scene.materials[m], s_uv, t_uv, noise, style, m, out=alb[:, a:b])
+    # Albedo, one call per pattern over its adjacent runs (one parameter set per material).
+    run_keys = key[np.asarray(starts, dtype=np.intp)].astype(np.intp) + 8
+    run_mats = mat_of_key[run_keys].tolist()
+    run_patterns = pattern_of_key[run_keys].tolist()
+    i = 0
+    while i < len(starts):
+        code = run_patterns[i]
+        if code == _GROUND_CODE:
+            i += 1
+            continue
+        mats, counts, j = [], [], i
+        while j < len(starts) and run_patterns[j] == code:
+            if mats and mats[-1] == run_mats[j]:
+                counts[-1] += bounds[j] - starts[j]
+            else:
+                mats.append(run_mats[j])
+                counts.append(bounds[j] - starts[j])
+            j += 1
+        a, b = starts[i], bounds[j - 1]
+        prm = ap.MaterialParams.of([scene.materials[m] for m in mats], mats, style, counts)
+        ap.pattern_albedo(ap.PATTERNS[code], s_uv[a:b], t_uv[a:b], prm, noise, style,
+                          out=alb[:, a:b])  # fmt: skip
+        i = j
+    for a, b, face in rooms:
+        e = _room_decals(scene, s_uv[a:b], t_uv[a:b], face, noise, style, alb[:, a:b])
+        if e is not None:
+            emit = np.zeros_like(alb) if emit is None else emit
+            emit[:, a:b] = e
+        if real:
+            x, y, z = p[0, a:b], p[1, a:b], p[2, a:b]
+            occlusion[a:b] = occ.room_corner_factor(scene.room, face, x, y, z)
+            if face == 4:
+                contact = occ.ContactMap(scene.room, list(scene.primitives))
+                occlusion[a:b] *= contact.lookup(x, y)
+    if ground is not None:
+        a, b = ground
+        ap.ground_albedo(scene.ground, p[0, a:b], p[1, a:b], noise, style, out=alb[:, a:b])
+        if real:
+            sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, camera)
+            occlusion[a:b] = sun.lookup(p[0, a:b], p[1, a:b])
     return n, alb, emit, occlusion
 
 
@@ -405,13 +462,15 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     style = ap.Style.draw(domain, rng)
     noise = _noise_bank(int(scene.seed))
 
-    # Shade hit pixels sorted by (object, face) so every surface face is a contiguous run;
-    # int16 keys (< 8 * (3 + primitives)) let numpy use its radix sort. Sky sorts first.
+    # Shade hit pixels sorted by rank of (pattern, material, object, face) (`_key_tables`):
+    # every surface face is a contiguous run and each pattern one block; int16 ranks let
+    # numpy use its radix sort. Sky sorts first.
     # Everything per pixel is planar ([3, N] rows, not [N, 3]): numpy broadcasts a colour
     # over a row at full speed, but over length-3 inner rows several times slower.
+    tables = _key_tables(scene)
     t, ids = frame.t.reshape(-1), frame.ids.reshape(-1)
     key = ids * np.int16(8) + frame.face.reshape(-1)
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(np.take(tables[0], key + np.int16(8)), kind="stable")
     n_sky = int(np.count_nonzero(ids == SKY_ID))
     sky, hit = order[:n_sky], order[n_sky:]
     key = np.take(key, hit)
@@ -423,7 +482,9 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     for axis, d in enumerate((frame.dx, frame.dy, frame.dz)):
         np.multiply(np.take(d.reshape(-1), hit), t_hit, out=p[axis])
         p[axis] += np.float32(o[axis])
-    n, alb, emit, occlusion = _surfaces(scene, o, p, key, starts.tolist(), bounds, noise, style)
+    n, alb, emit, occlusion = _surfaces(
+        scene, o, p, key, starts.tolist(), bounds, tables, noise, style
+    )
     shaded = ap.shade(alb, p, n, scene.lighting, style, occlusion)  # in place: alb
     if emit is not None:
         shaded += emit
