@@ -12,7 +12,7 @@ import numpy as np
 
 from dap_core.data.appearance import DOMAINS, check_domain
 from dap_core.data.render import PanoramaSample
-from dap_core.data.scenes import SCENE_KINDS, Scene, make_scene
+from dap_core.data.scenes import SCENE_KINDS, Scene, gc_paused, make_scene
 
 __all__ = [
     "DOMAINS",
@@ -38,10 +38,12 @@ def generate_panorama(
     The camera position, yaw and height depend on the seed only, not on the domain.
     """
     check_domain(domain)
-    sc = make_scene(seed, scene)
-    rng = np.random.default_rng([int(seed), 0xCA3E7A])
-    position, yaw = sc.sample_camera(rng)
-    sample = sc.render(position, yaw, height, width, domain, noise_seed=int(seed))
+    with gc_paused():  # the scene's objects all die with it (see gc_paused)
+        sc = make_scene(seed, scene)
+        rng = np.random.default_rng([int(seed), 0xCA3E7A])
+        position, yaw = sc.sample_camera(rng)
+        sample = sc.render(position, yaw, height, width, domain, noise_seed=int(seed))
+        del sc
     sample.seed = int(seed)
     return sample
 
