@@ -20,9 +20,9 @@ SHIPPED = [
     "training/tiny/stage1.yaml",
     "training/tiny/stage2.yaml",
     "training/tiny/stage3.yaml",
-    "training/small/stage1.yaml",
-    "training/small/stage2.yaml",
-    "training/small/stage3.yaml",
+    "training/shipped/stage1.yaml",
+    "training/shipped/stage2.yaml",
+    "training/shipped/stage3.yaml",
 ]
 
 
