@@ -1,6 +1,6 @@
 """Launch the DAP perception node, optionally with a simulated 360° camera and RViz.
 
-    ros2 launch dap_ros dap.launch.py image_topic:=/camera/image weights:=/path/to/weights
+    ros2 launch dap_ros dap.launch.py image:=/camera/image_raw weights:=/path/to/weights
     ros2 launch dap_ros dap.launch.py sim:=true rviz:=true
 
 Arguments left empty keep the value from `params_file` (default: the installed
@@ -27,7 +27,7 @@ ARGUMENTS = (
     ("params_file", "", "node parameters (YAML); empty = the installed config/dap.yaml"),
     ("weights", "", "DAP weights (directory, .safetensors or official .pth); empty = params"),
     ("backend", "", "auto | torch | onnxruntime | tensorrt; empty = params"),
-    ("image_topic", "", "input panorama topic; empty = params ('image')"),
+    ("image", "", "input panorama topic (node parameter image_topic); empty = params ('image')"),
     ("compressed", "", "true: subscribe to <image_topic>/compressed; empty = params"),
     ("namespace", "", "namespace of the node (and of its topics)"),
     ("sim", "false", "also start the simulated 360 camera (dap_camera_sim)"),
@@ -47,7 +47,9 @@ def _actions(context):
     share = get_package_share_directory(PACKAGE)
     value = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     params_file = value["params_file"] or os.path.join(share, "config", "dap.yaml")
-    overrides = {key: value[key] for key in ("weights", "backend", "image_topic") if value[key]}
+    overrides = {key: value[key] for key in ("weights", "backend") if value[key]}
+    if value["image"]:
+        overrides["image_topic"] = value["image"]
     if value["compressed"]:
         overrides["compressed_input"] = _flag("compressed", value["compressed"])
     large_data = {

@@ -7,6 +7,7 @@ tests skip without it. CI runs the node itself as `python -m dap_ros.node --ros-
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 
 import pytest
@@ -18,7 +19,7 @@ EXPECTED_ARGUMENTS = {
     "params_file",
     "weights",
     "backend",
-    "image_topic",
+    "image",
     "compressed",
     "namespace",
     "sim",
@@ -31,6 +32,18 @@ def test_launch_file_is_valid_python(repo_root):
     source = (repo_root / "launch" / "dap.launch.py").read_text()
     compile(source, "dap.launch.py", "exec")  # raises SyntaxError when broken
     assert "generate_launch_description" in source
+
+
+def test_launch_arguments_table_without_launch_ros(repo_root):
+    """The ARGUMENTS table is plain data: check it even where launch_ros is missing."""
+    tree = ast.parse((repo_root / "launch" / "dap.launch.py").read_text())
+    table = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and node.targets[0].id == "ARGUMENTS"
+    )
+    names = {ast.literal_eval(entry)[0] for entry in table.elts}
+    assert names == EXPECTED_ARGUMENTS
 
 
 @pytest.fixture
