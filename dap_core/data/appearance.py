@@ -15,6 +15,7 @@ values. Texture coordinates are metres on the surface, so pattern sizes are metr
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from dataclasses import dataclass, field
@@ -98,6 +99,15 @@ class NoiseBank:
         self.atlas = np.ascontiguousarray(
             np.concatenate(list(tiles), axis=1), dtype=np.float32
         )  # [S + m, n (S + m)]
+        self.atlas.setflags(write=False)
+        self.offset = (np.float32(0.0), np.float32(0.0))  # texels added to every lookup
+
+    def shifted(self, rng: np.random.Generator) -> NoiseBank:
+        """The same tiles read at a random offset: another noise field, without building
+        (and blurring) new tiles."""
+        other = copy.copy(self)
+        other.offset = tuple(np.float32(v) for v in rng.uniform(0, self.SIZE, 2))
+        return other
 
     def noise(self, s: np.ndarray, t: np.ndarray, scale, k=0) -> np.ndarray:
         """Value noise [N] float32 in [0, 1] with feature size `scale` (same units as s, t);
@@ -109,6 +119,8 @@ class NoiseBank:
         n = x.shape[0]
         if n == 0:
             return x
+        x += self.offset[0]
+        y += self.offset[1]
         # Wrap into [0, SIZE] (the tiles repeat): remap's fixed-point coordinates stay small.
         x -= np.floor(x * inv_period) * period
         y -= np.floor(y * inv_period) * period
@@ -598,20 +610,28 @@ def shade(
     sky = (0.55 + 0.45 * n[2]) * amb
     extra = None
     if lighting.points:
-        # With v = l - p: n·v = n·l - n·p and |v|² = |p|² - 2 p·l + |l|²; the per-pixel dot
-        # products are shared by all lights, so each light costs two dot products.
+        # With v = l - p: n·v = n·l - n·p and |v|² = |p|² - 2 p·l + |l|²; n·l and p·l of
+        # every light come from two small matrix products, n·p and |p|² are shared.
+        lights = np.asarray(lighting.points, dtype=np.float32)  # [L, 3]
+        n_dot_l = lights @ n  # [L, N]
+        p_dot_l = lights @ p
         n_dot_p = n[0] * p[0] + n[1] * p[1] + n[2] * p[2]
         p_dot_p = p[0] * p[0] + p[1] * p[1] + p[2] * p[2]
         extra = np.zeros(n.shape[1], dtype=np.float32)
-        for lp in lighting.points:
-            lx, ly, lz = (np.float32(v) for v in lp)
-            d2 = p_dot_p - 2 * (p[0] * lx + p[1] * ly + p[2] * lz) + (lx * lx + ly * ly + lz * lz)
+        for nl, pl, l2 in zip(n_dot_l, p_dot_l, (lights * lights).sum(1), strict=True):
+            d2 = pl
+            d2 *= np.float32(-2.0)
+            d2 += p_dot_p
+            d2 += l2
             np.maximum(d2, 0, out=d2)
-            cos = n[0] * lx + n[1] * ly + n[2] * lz - n_dot_p
+            cos = nl
+            cos -= n_dot_p
             np.maximum(cos, 0, out=cos)
-            cos /= np.sqrt(d2 + np.float32(1e-6))
+            # cos / (sqrt(d2) · (d2 + 1)): one division
+            w = np.sqrt(d2 + np.float32(1e-6))
             d2 += np.float32(1.0)
-            cos /= d2
+            w *= d2
+            cos /= w
             extra += cos
         extra *= np.float32(lighting.point_power)
     for ch in range(3):
@@ -631,18 +651,12 @@ _SRGB_LUT = np.round(
 ).astype(np.uint8)
 
 
-def _lut_index(x: np.ndarray, top: float, size: int) -> np.ndarray:
-    """Nearest index [same shape] int32 of a lookup table with `size` entries over [0, top].
-    Works in place on x (a float32 array the caller gives up)."""
-    np.clip(x, 0.0, top, out=x)
-    x *= np.float32((size - 1) / top)
-    x += np.float32(0.5)
-    return x.astype(np.int32)  # np.take converts int32 faster than numpy casts to intp
-
-
 def _encode_srgb(x: np.ndarray) -> np.ndarray:
-    """Linear [0, 1] -> display uint8 through a lookup table (12-bit linear precision)."""
-    return np.take(_SRGB_LUT, _lut_index(x.astype(np.float32), 1.0, _SRGB_LUT_SIZE))
+    """Linear [0, 1] [..., W] float32 -> display uint8 through a lookup table (12-bit linear
+    precision)."""
+    flat = x.reshape(-1, x.shape[-1])
+    y = cv2.addWeighted(flat, _SRGB_LUT_SIZE - 1.0, flat, 0.0, 0.5)  # one pass
+    return _encode_scaled(y, _SRGB_LUT).reshape(x.shape)
 
 
 SHOULDER_MAX = 4.0  # linear values above this all encode to white
@@ -665,10 +679,11 @@ def _shoulder_lut(knee: float) -> np.ndarray:
     return y.astype(np.uint8)
 
 
-def _encode_with_shoulder(x: np.ndarray, knee: float) -> np.ndarray:
-    """Linear [0, SHOULDER_MAX] -> uint8 with a highlight shoulder (see `_shoulder_lut`).
-    Works in place on the float32 array x."""
-    return np.take(_shoulder_lut(knee), _lut_index(x, SHOULDER_MAX, SHOULDER_LUT_SIZE))
+def _encode_scaled(y: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """uint8 lut[floor(y)] of y = x · (len(lut) - 1) / top + 0.5 (the lookup index of linear
+    values x in [0, top] plus a half, computed by the caller); works in place on y."""
+    np.clip(y, np.float32(0.5), np.float32(lut.shape[0] - 0.5), out=y)
+    return np.take(lut, y.astype(np.int32))  # int32 casts ~5x faster than intp
 
 
 @functools.lru_cache(maxsize=1)
@@ -691,10 +706,11 @@ def _sensor_noise(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarra
 
 def _blur_wrapped(img: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of [H, W, C] that wraps across the ERP seam (columns) and reflects at
-    the poles."""
+    the poles; the kernel spans ±3 sigma."""
     pad = math.ceil(3 * sigma)
     padded = cv2.copyMakeBorder(img, 0, 0, pad, pad, cv2.BORDER_WRAP)
-    out = cv2.GaussianBlur(padded, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    size = 2 * pad + 1
+    out = cv2.GaussianBlur(padded, (size, size), sigma, borderType=cv2.BORDER_REFLECT)
     return out[:, pad:-pad]
 
 
@@ -721,7 +737,7 @@ def camera_pipeline(
     lon: longitude of each column [W] (camera frame), used for the dual-fisheye effects.
     """
     if style.domain == "sim":
-        return cv2.merge([_encode_srgb(plane) for plane in radiance])
+        return cv2.merge(list(_encode_srgb(radiance)))
     # Auto-exposure on the mean log luminance (as a camera meters), then an exposure error of
     # up to ±0.8 EV and a white-balance error: one gain per channel.
     r, g, b = (plane[::4, ::4] for plane in radiance)
@@ -738,17 +754,21 @@ def camera_pipeline(
     for plane, k in zip(radiance, gain.astype(np.float32), strict=True):
         plane *= columns * k  # [H, W] *= [W]: one pass
     img = cv2.merge(list(radiance))  # [H, W, 3] from here on
-    # Optics blur before the sensor.
+    # Optics blur before the sensor (radiance >= 0, so the blurred image is too).
     img = _blur_wrapped(img, float(rng.uniform(0.5, 1.3)))
-    # Shot and read noise (in linear units of full scale).
-    shot, read = np.float32(rng.uniform(3e-4, 3e-3)), np.float32(rng.uniform(1e-3, 5e-3))
-    sigma = np.maximum(img, 0)
-    sigma *= shot
-    sigma += read * read
-    np.sqrt(sigma, out=sigma)
-    sigma *= _sensor_noise(img.shape, rng)
-    img = img + sigma  # also makes the blurred view contiguous
-    out = _encode_with_shoulder(img, float(rng.uniform(0.55, 0.8)))
+    # Shot and read noise (linear units of full scale), then the display encoding: the
+    # noisy value x = img + sigma · n is formed directly in lookup-index units,
+    # y = x · scale + 0.5 with sigma · scale = sqrt(img · shot · scale² + (read · scale)²),
+    # in four OpenCV passes (each one pass over the image; numpy would need two).
+    shot, read = float(rng.uniform(3e-4, 3e-3)), float(rng.uniform(1e-3, 5e-3))
+    scale = (SHOULDER_LUT_SIZE - 1) / SHOULDER_MAX
+    flat = img.reshape(img.shape[0], -1)  # one channel: OpenCV scalars fill channel 0 only
+    sigma = cv2.addWeighted(flat, shot * scale * scale, flat, 0.0, (read * scale) ** 2)
+    cv2.sqrt(sigma, dst=sigma)
+    sigma *= _sensor_noise(sigma.shape, rng)
+    y = cv2.addWeighted(flat, scale, sigma, 1.0, 0.5)
+    knee = float(rng.uniform(0.55, 0.8))
+    out = _encode_scaled(y, _shoulder_lut(knee)).reshape(img.shape)
     return _jpeg_round_trip(out, int(rng.integers(35, 85)))
 
 

@@ -57,6 +57,16 @@ class Box:
         ox, oy = o[0] - self.center[0], o[1] - self.center[1]
         return c * ox + s * oy, -s * ox + c * oy, o[2] - self.center[2]
 
+    def seen_faces(self, o) -> tuple[int, ...]:
+        """Faces whose outer side the camera at `o` sees (at most three)."""
+        faces = []
+        for axis, (ol, h) in enumerate(zip(self._local_origin(o), self.half, strict=True)):
+            if ol < -h:
+                faces.append(2 * axis)
+            elif ol > h:
+                faces.append(2 * axis + 1)
+        return tuple(faces)
+
     def intersect(self, o: np.ndarray, dx, dy, dz, inv=None):
         """(t, face) of rays o + t·d; `inv` = (1/dx, 1/dy, 1/dz) is used by unrotated boxes."""
         local = self._local_origin(o)
@@ -156,6 +166,11 @@ class Cylinder:
 
     SIDE, TOP, BOTTOM = 0, 1, 2  # faces
 
+    def seen_faces(self, o) -> tuple[int, ...]:
+        """The side, and the cap the camera at `o` is above or below."""
+        return (self.SIDE, *((self.TOP,) if o[2] > self.z1 else ()),
+                *((self.BOTTOM,) if o[2] < self.z0 else ()))  # fmt: skip
+
     def intersect(self, o: np.ndarray, dx, dy, dz, inv=None):
         """(t, face) of rays o + t·d: the side, or a cap the camera is above / below."""
         ox, oy, oz = o[0] - self.x, o[1] - self.y, o[2]
@@ -215,6 +230,9 @@ class Sphere:
 
     def xy_distance(self, x: float, y: float) -> float:
         return max(math.hypot(x - self.center[0], y - self.center[1]) - self.radius, 0.0)
+
+    def seen_faces(self, o) -> tuple[int, ...]:
+        return (0,)
 
     def intersect(self, o: np.ndarray, dx, dy, dz, inv=None):
         """(t, 0) of rays o + t·d (a sphere has one face)."""

@@ -63,10 +63,15 @@ def _camera_rays(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return planes, inv_z, lon.numpy()
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=1)
+def _noise_tiles() -> ap.NoiseBank:
+    """The texture noise tiles every scene reads (read-only; built once per process)."""
+    return ap.NoiseBank(np.random.default_rng(0x7E87))
+
+
 def _noise_bank(scene_seed: int) -> ap.NoiseBank:
-    """The scene's texture noise (read-only; shared by all renders of the scene)."""
-    return ap.NoiseBank(np.random.default_rng([scene_seed, 0x7E87]))
+    """The scene's texture noise: the shared tiles at an offset drawn from its seed."""
+    return _noise_tiles().shifted(np.random.default_rng([scene_seed, 0x7E87]))
 
 
 @functools.lru_cache(maxsize=1)
@@ -210,6 +215,7 @@ class _Frame:
         self.t = np.full(shape, np.inf, dtype=np.float32)
         self.ids = np.full(shape, SKY_ID, dtype=np.int16)
         self.face = np.zeros(shape, dtype=np.int8)
+        self.seen: list[tuple[int, tuple[int, ...]]] = []  # (primitive, faces) cast
 
     def cast(self, obj, obj_id: int, window) -> None:
         """Intersect `obj` with the rays of `window` and keep its hits where it is closest."""
@@ -272,29 +278,69 @@ _ROOM_NORMALS = (
 )  # inward normal of each room face  # fmt: skip
 
 
-def _room_decals(scene, s, t, face: int, noise, style, alb: np.ndarray):
-    """Paint the decals (walls) or lamps (ceiling) of room face `face` over its albedo `alb`
-    [3, N] at wall coordinates (s, t) [N]; returns the emitted radiance [3, N] or None."""
+def _room_decals(scene, rooms, s_uv, t_uv, noise, style, alb: np.ndarray):
+    """Paint the room's decals over the albedo `alb` [3, N] of its wall runs and light its
+    ceiling lamps; returns the emitted radiance [3, N] or None.
+
+    rooms: (start, stop, face) runs of room faces; s_uv, t_uv [N]: wall coordinates. A pixel
+    belongs to the last decal that covers it; decals are textured one call per pattern.
+    """
+    idx, owner = [], []
     emit = None
-    if face < 4:
-        for dec in scene.decals:
+    for a, b, face in rooms:
+        s, t = s_uv[a:b], t_uv[a:b]
+        if face == 5:
+            for lx, ly, _, r in scene.lamps:
+                du, dv = s - np.float32(lx), t - np.float32(ly)
+                m = np.flatnonzero(du * du + dv * dv < np.float32(r * r))
+                if m.size:
+                    emit = np.zeros_like(alb) if emit is None else emit
+                    emit[:, a + m] = np.asarray(LAMP_RADIANCE, dtype=np.float32)[:, None]
+        if face >= 4:
+            continue
+        cover = None
+        for d, dec in enumerate(scene.decals):
             if dec.wall != face:
                 continue
             m = np.flatnonzero((s >= dec.s0) & (s <= dec.s1) & (t >= dec.z0) & (t <= dec.z1))
-            if m.size == 0:
-                continue
-            a = ap.albedo(scene.materials[dec.material], s[m], t[m], noise, style, dec.material)
-            alb[:, m] = a
-            if dec.emissive > 0:
-                emit = np.zeros_like(alb) if emit is None else emit
-                emit[:, m] = a * np.float32(dec.emissive)
-    elif face == 5:
-        for lx, ly, _, r in scene.lamps:
-            du, dv = s - np.float32(lx), t - np.float32(ly)
-            m = np.flatnonzero(du * du + dv * dv < np.float32(r * r))
             if m.size:
-                emit = np.zeros_like(alb) if emit is None else emit
-                emit[:, m] = np.asarray(LAMP_RADIANCE, dtype=np.float32)[:, None]
+                cover = np.full(b - a, -1, dtype=np.int32) if cover is None else cover
+                cover[m] = d
+        if cover is not None:
+            m = np.flatnonzero(cover >= 0)
+            idx.append(a + m)
+            owner.append(cover[m])
+    if not idx:
+        return emit
+    idx, owner = np.concatenate(idx), np.concatenate(owner)
+    dec_mat = np.array([dec.material for dec in scene.decals], dtype=np.int64)
+    mat = dec_mat[owner]
+    code = np.array([_PATTERN_CODE[scene.materials[m].pattern] for m in dec_mat])[owner]
+    order = np.lexsort((mat, code))  # pattern blocks, then materials: one call per pattern
+    idx, owner, mat, code = idx[order], owner[order], mat[order], code[order]
+    cuts = np.flatnonzero(np.diff(mat, prepend=-1) != 0)  # material runs
+    run_mats, run_codes = mat[cuts].tolist(), code[cuts].tolist()
+    run_counts = np.diff(np.append(cuts, idx.shape[0])).tolist()
+    painted = np.empty((3, idx.shape[0]), dtype=np.float32)
+    i = 0
+    while i < len(run_mats):
+        j = i
+        while j < len(run_mats) and run_codes[j] == run_codes[i]:
+            j += 1
+        a, b = cuts[i], cuts[j] if j < len(cuts) else idx.shape[0]
+        mats = run_mats[i:j]
+        prm = ap.MaterialParams.of([scene.materials[m] for m in mats], mats, style,
+                                   run_counts[i:j])  # fmt: skip
+        sel = idx[a:b]
+        ap.pattern_albedo(ap.PATTERNS[run_codes[i]], np.take(s_uv, sel), np.take(t_uv, sel),
+                          prm, noise, style, out=painted[:, a:b])  # fmt: skip
+        i = j
+    alb[:, idx] = painted
+    glow = np.array([dec.emissive for dec in scene.decals], dtype=np.float32)[owner]
+    lit = np.flatnonzero(glow > 0)
+    if lit.size:
+        emit = np.zeros_like(alb) if emit is None else emit
+        emit[:, idx[lit]] = painted[:, lit] * glow[lit]
     return emit
 
 
@@ -302,30 +348,42 @@ _PATTERN_CODE = {name: i for i, name in enumerate(ap.PATTERNS)}
 _GROUND_CODE = len(ap.PATTERNS)  # the ground sorts after every pattern
 
 
-def _key_tables(scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _key_tables(scene, seen: list[tuple[int, tuple[int, ...]]]):
     """Per surface key (8 * object id + face, offset by 8 so that the sky's -8 is 0): its
-    shading rank (int16), material index (-1: sky, ground) and pattern code (-1: sky).
+    shading rank, material index (-1: sky, ground) and pattern code (-1: sky).
 
     Sorting pixels by rank makes every surface face a contiguous run, and the runs of one
     pattern (then of one material) adjacent: each pattern is then textured in one call.
+    Only keys that can occur get ranks (the room, ground, sky and the `seen` (primitive
+    index, faces) of primitives inside the view), so ranks usually fit in uint8, which
+    numpy sorts in one radix pass instead of two.
     """
     n_keys = 8 * (PRIM_BASE + len(scene.primitives) + 1)
     mat = np.full(n_keys, -1, dtype=np.int32)
+    can_occur = np.zeros(n_keys, dtype=bool)
+    can_occur[0] = True  # sky
     if scene.room is not None:
         for obj_id, mats in ((ROOM_ID, scene.room_materials), (SHELL_ID, scene.shell_materials)):
             mat[8 * (obj_id + 1) : 8 * (obj_id + 1) + 6] = [mats[0]] * 4 + [mats[1], mats[2]]
+            can_occur[8 * (obj_id + 1) : 8 * (obj_id + 1) + 6] = True
+    if scene.ground is not None:
+        can_occur[8 * (GROUND_ID + 1)] = True
     if scene.primitives:
         base = np.array([p.material for p in scene.primitives], dtype=np.int32)
         top = np.array([getattr(p, "top_material", -1) for p in scene.primitives])
         faces = np.repeat(base[:, None], 8, axis=1)  # [P, 8]
         faces[:, 5] = np.where(top >= 0, top, base)  # box tops (face 5) may differ
         mat[8 * (PRIM_BASE + 1) :] = faces.reshape(-1)
+        keys = [8 * (PRIM_BASE + 1 + k) + f for k, fs in seen for f in fs]
+        can_occur[np.asarray(keys, dtype=np.intp)] = True
     codes = np.array([_PATTERN_CODE[m.pattern] for m in scene.materials] + [-1], dtype=np.int32)
     pattern = codes[mat]  # mat -1 picks the trailing -1
     pattern[8 * (GROUND_ID + 1)] = _GROUND_CODE
-    order = np.lexsort((np.arange(n_keys), mat, pattern))
-    rank = np.empty(n_keys, dtype=np.int16)
-    rank[order] = np.arange(n_keys, dtype=np.int16)
+    occurring = np.flatnonzero(can_occur)
+    order = occurring[np.lexsort((occurring, mat[occurring], pattern[occurring]))]
+    dtype = np.uint8 if order.shape[0] < 255 else np.int16
+    rank = np.full(n_keys, np.iinfo(dtype).max, dtype=dtype)
+    rank[order] = np.arange(order.shape[0])
     return rank, mat, pattern
 
 
@@ -341,6 +399,7 @@ def _cast(scene, o: np.ndarray, yaw: float, height: int, width: int) -> _Frame:
     for k, (prim, window) in enumerate(zip(scene.primitives, windows, strict=True)):
         if window is not None:
             frame.cast(prim, PRIM_BASE + k, window)
+            frame.seen.append((k, prim.seen_faces(o)))
     return frame
 
 
@@ -357,7 +416,6 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
     alb = np.empty((3, n_px), dtype=np.float32)
     s_uv = np.empty(n_px, dtype=np.float32)  # texture coordinates, metres
     t_uv = np.empty(n_px, dtype=np.float32)
-    emit = None
     # Objects darken near the floor; room and ground runs overwrite theirs below.
     occlusion = occ.object_contact_factor(p[2]) if real else None
     # Geometry, one face per run: normals and texture coordinates.
@@ -405,17 +463,13 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
         ap.pattern_albedo(ap.PATTERNS[code], s_uv[a:b], t_uv[a:b], prm, noise, style,
                           out=alb[:, a:b])  # fmt: skip
         i = j
-    for a, b, face in rooms:
-        e = _room_decals(scene, s_uv[a:b], t_uv[a:b], face, noise, style, alb[:, a:b])
-        if e is not None:
-            emit = np.zeros_like(alb) if emit is None else emit
-            emit[:, a:b] = e
-        if real:
-            x, y, z = p[0, a:b], p[1, a:b], p[2, a:b]
-            occlusion[a:b] = occ.room_corner_factor(scene.room, face, x, y, z)
-            if face == 4:
-                contact = occ.ContactMap(scene.room, list(scene.primitives))
-                occlusion[a:b] *= contact.lookup(x, y)
+    emit = _room_decals(scene, rooms, s_uv, t_uv, noise, style, alb) if rooms else None
+    for a, b, face in rooms if real else ():
+        x, y, z = p[0, a:b], p[1, a:b], p[2, a:b]
+        occlusion[a:b] = occ.room_corner_factor(scene.room, face, x, y, z)
+        if face == 4:
+            contact = occ.ContactMap(scene.room, list(scene.primitives))
+            occlusion[a:b] *= contact.lookup(x, y)
     if ground is not None:
         a, b = ground
         ap.ground_albedo(scene.ground, p[0, a:b], p[1, a:b], noise, style, out=alb[:, a:b])
@@ -467,7 +521,7 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     # numpy use its radix sort. Sky sorts first.
     # Everything per pixel is planar ([3, N] rows, not [N, 3]): numpy broadcasts a colour
     # over a row at full speed, but over length-3 inner rows several times slower.
-    tables = _key_tables(scene)
+    tables = _key_tables(scene, frame.seen)
     t, ids = frame.t.reshape(-1), frame.ids.reshape(-1)
     key = ids * np.int16(8) + frame.face.reshape(-1)
     order = np.argsort(np.take(tables[0], key + np.int16(8)), kind="stable")
