@@ -201,6 +201,9 @@ class Style:
     saturation: float = 1.0
     tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
     pattern_contrast: float = 1.0
+    # Restyled colours of this render (colour tuple -> [3]); dies with the render, so no
+    # cache entries pile up for the garbage collector across renders.
+    colors: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def draw(cls, domain: str, rng: np.random.Generator) -> Style:
@@ -217,8 +220,13 @@ class Style:
         )
 
 
-@functools.lru_cache(maxsize=4096)
-def _restyled(color: tuple[float, float, float], style: Style) -> np.ndarray:
+def restyle_color(color, style: Style) -> np.ndarray:
+    """A material colour [3] float32 as this domain renders it: desaturated and tinted in
+    real_like (read-only, cached for the render)."""
+    key = tuple(color)
+    out = style.colors.get(key)
+    if out is not None:
+        return out
     r, g, b = (float(c) for c in color)
     if style.domain == "sim":
         out = np.array((r, g, b), dtype=np.float32)
@@ -228,13 +236,8 @@ def _restyled(color: tuple[float, float, float], style: Style) -> np.ndarray:
         rgb = [(grey + (c - grey) * k) * w for c, w in zip((r, g, b), style.tint, strict=True)]
         out = np.clip(np.array(rgb, dtype=np.float32), 0.0, 1.0)
     out.setflags(write=False)
+    style.colors[key] = out
     return out
-
-
-def restyle_color(color, style: Style) -> np.ndarray:
-    """A material colour [3] float32 as this domain renders it: desaturated and tinted in
-    real_like (read-only, cached)."""
-    return _restyled(tuple(float(c) for c in color), style)
 
 
 def _lines(x: np.ndarray, period, width: float) -> np.ndarray:
@@ -473,58 +476,52 @@ class GroundLayout:
     gap: float = 6.0
 
 
-def ground_albedo(
-    layout: GroundLayout,
-    x: np.ndarray,
-    y: np.ndarray,
-    noise: NoiseBank,
-    style: Style,
-    out: np.ndarray | None = None,
-) -> np.ndarray:
-    """Linear-RGB albedo [3, N] (planar) of the ground at world (x, y) [N] (into `out`)."""
-    asphalt = Material("concrete", layout.asphalt, variation=0.25)
-    paving = Material("tiles", layout.paving, (0.2, 0.2, 0.2), scale=layout.tile, variation=0.12)
-    grass = Material("grass", layout.grass, layout.grass2)
-    white = restyle_color((0.75, 0.75, 0.72), style)
-    x = x.astype(np.float32, copy=False)
-    y = y.astype(np.float32, copy=False)
-    if out is None:
-        out = np.empty((3, x.shape[0]), dtype=np.float32)
+ASPHALT, PAVING, GRASS = 0, 1, 2  # ground parts
+GROUND_SALTS = (7, 6, 5)  # noise / hash salt of each part's material
+
+
+def ground_materials(layout: GroundLayout) -> tuple[Material, Material, Material]:
+    """The materials of the ground parts (ASPHALT, PAVING, GRASS)."""
+    return (
+        Material("concrete", layout.asphalt, variation=0.25),
+        Material("tiles", layout.paving, (0.2, 0.2, 0.2), scale=layout.tile, variation=0.12),
+        Material("grass", layout.grass, layout.grass2),
+    )
+
+
+def ground_parts(layout: GroundLayout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Ground part (ASPHALT, PAVING or GRASS) [...] int8 at world (x, y) [...] metres."""
     if layout.kind == "street":
         ay = np.abs(y)
-        road = np.flatnonzero(ay < layout.road_half)
-        walk = np.flatnonzero((ay >= layout.road_half) & (ay < layout.road_half + layout.walk))
-        rest = np.flatnonzero(ay >= layout.road_half + layout.walk)
-        if rest.size:
-            out[:, rest] = albedo(grass, x[rest], y[rest], noise, style, 5)
-        if walk.size:
-            out[:, walk] = albedo(paving, x[walk], y[walk], noise, style, 6)
-        if road.size:
-            rx, ry = x[road], y[road]
-            a = albedo(asphalt, rx, ry, noise, style, 7)
-            period = np.float32(layout.dash + layout.gap)
-            centre = (np.abs(ry) < 0.07) & (fmod(rx, period) < layout.dash)
-            edge = np.abs(np.abs(ry) - np.float32(layout.road_half - 0.35)) < 0.07
-            a[:, centre | edge] = white[:, None]
-            out[:, road] = a
-        return out
+        walk = (ay >= layout.road_half).view(np.int8)
+        grass = (ay >= layout.road_half + layout.walk).view(np.int8)
+        return walk + grass  # ASPHALT on the road, PAVING on the sidewalks, GRASS beyond
     if layout.kind == "plaza":
         paved = (x * x + y * y) < np.float32(layout.paved_radius**2)
-        parts = ((np.flatnonzero(paved), paving, 6), (np.flatnonzero(~paved), grass, 5))
-    elif layout.kind == "grid":
+        return np.where(paved, np.int8(PAVING), np.int8(GRASS))
+    if layout.kind == "grid":
         half_block = np.float32(layout.block / 2)
         dx = np.abs(fmod(x + half_block, layout.block) - half_block)
         dy = np.abs(fmod(y + half_block, layout.block) - half_block)
         road = (dx < layout.road_half) | (dy < layout.road_half)
-        parts = ((np.flatnonzero(road), asphalt, 7), (np.flatnonzero(~road), grass, 5))
-    else:
-        raise ValueError(f"unknown ground layout {layout.kind!r}")
-    for idx, mat, salt in parts:
-        if idx.size == x.shape[0]:  # one material everywhere: no gather / scatter
-            albedo(mat, x, y, noise, style, salt, out=out)
-        elif idx.size:
-            out[:, idx] = albedo(mat, x[idx], y[idx], noise, style, salt)
-    return out
+        return np.where(road, np.int8(ASPHALT), np.int8(GRASS))
+    raise ValueError(f"unknown ground layout {layout.kind!r}")
+
+
+def paint_road_markings(
+    layout: GroundLayout, x: np.ndarray, y: np.ndarray, style: Style, alb: np.ndarray
+) -> None:
+    """Paint a street's dashed centre line and edge lines over the albedo `alb` [3, N] of
+    asphalt points (x, y) [N]."""
+    if layout.kind != "street":
+        return
+    period = np.float32(layout.dash + layout.gap)
+    ay = np.abs(y)
+    centre = (ay < 0.07) & (fmod(x, period) < layout.dash)
+    edge = np.abs(ay - np.float32(layout.road_half - 0.35)) < 0.07
+    lines = np.flatnonzero(centre | edge)
+    if lines.size:
+        alb[:, lines] = restyle_color((0.75, 0.75, 0.72), style)[:, None]
 
 
 @dataclass(frozen=True)

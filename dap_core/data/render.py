@@ -345,7 +345,20 @@ def _room_decals(scene, rooms, s_uv, t_uv, noise, style, alb: np.ndarray):
 
 
 _PATTERN_CODE = {name: i for i, name in enumerate(ap.PATTERNS)}
-_GROUND_CODE = len(ap.PATTERNS)  # the ground sorts after every pattern
+
+
+def _materials(scene) -> tuple:
+    """The scene's materials, then its ground parts' (ASPHALT, PAVING, GRASS) if any."""
+    if scene.ground is None:
+        return scene.materials
+    return (*scene.materials, *ap.ground_materials(scene.ground))
+
+
+def _salt(scene, m: int) -> int:
+    """Noise / hash salt of material m of `_materials(scene)`: its index, or the ground
+    part's fixed salt."""
+    n = len(scene.materials)
+    return m if m < n else ap.GROUND_SALTS[m - n]
 
 
 def _key_tables(scene, seen: list[tuple[int, tuple[int, ...]]]):
@@ -366,8 +379,11 @@ def _key_tables(scene, seen: list[tuple[int, tuple[int, ...]]]):
         for obj_id, mats in ((ROOM_ID, scene.room_materials), (SHELL_ID, scene.shell_materials)):
             mat[8 * (obj_id + 1) : 8 * (obj_id + 1) + 6] = [mats[0]] * 4 + [mats[1], mats[2]]
             can_occur[8 * (obj_id + 1) : 8 * (obj_id + 1) + 6] = True
-    if scene.ground is not None:
-        can_occur[8 * (GROUND_ID + 1)] = True
+    n_mat = len(scene.materials)
+    if scene.ground is not None:  # its parts' materials follow the scene's
+        ground = 8 * (GROUND_ID + 1)
+        mat[ground : ground + 3] = np.arange(n_mat, n_mat + 3)
+        can_occur[ground : ground + 3] = True
     if scene.primitives:
         base = np.array([p.material for p in scene.primitives], dtype=np.int32)
         top = np.array([getattr(p, "top_material", -1) for p in scene.primitives])
@@ -376,9 +392,8 @@ def _key_tables(scene, seen: list[tuple[int, tuple[int, ...]]]):
         mat[8 * (PRIM_BASE + 1) :] = faces.reshape(-1)
         keys = [8 * (PRIM_BASE + 1 + k) + f for k, fs in seen for f in fs]
         can_occur[np.asarray(keys, dtype=np.intp)] = True
-    codes = np.array([_PATTERN_CODE[m.pattern] for m in scene.materials] + [-1], dtype=np.int32)
-    pattern = codes[mat]  # mat -1 picks the trailing -1
-    pattern[8 * (GROUND_ID + 1)] = _GROUND_CODE
+    codes = [_PATTERN_CODE[m.pattern] for m in _materials(scene)]
+    pattern = np.array([*codes, -1], dtype=np.int32)[mat]  # mat -1 picks the trailing -1
     occurring = np.flatnonzero(can_occur)
     order = occurring[np.lexsort((occurring, mat[occurring], pattern[occurring]))]
     dtype = np.uint8 if order.shape[0] < 255 else np.int16
@@ -394,7 +409,14 @@ def _cast(scene, o: np.ndarray, yaw: float, height: int, width: int) -> _Frame:
         _cast_room(frame, scene)
     if scene.ground is not None:
         frame.t = ground_intersect(o, frame.dz)
-        frame.ids[np.isfinite(frame.t)] = GROUND_ID
+        down = np.isfinite(frame.t)
+        frame.ids[down] = GROUND_ID
+        # Each ground part (asphalt, paving, grass) is a face of its own: a run per material.
+        with np.errstate(invalid="ignore"):  # sky pixels: inf, nan; discarded below
+            x = np.float32(o[0]) + frame.t * frame.dx
+            y = np.float32(o[1]) + frame.t * frame.dy
+            part = ap.ground_parts(scene.ground, x, y)
+        np.copyto(frame.face, part, where=down)
     windows = _primitive_windows(scene.primitives, o, yaw, height, width)
     for k, (prim, window) in enumerate(zip(scene.primitives, windows, strict=True)):
         if window is not None:
@@ -418,8 +440,12 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
     t_uv = np.empty(n_px, dtype=np.float32)
     # Objects darken near the floor; room and ground runs overwrite theirs below.
     occlusion = occ.object_contact_factor(p[2]) if real else None
+    sun = None
+    if real and scene.ground is not None:
+        sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, camera)
     # Geometry, one face per run: normals and texture coordinates.
-    rooms, ground = [], None
+    rooms, asphalt = [], None
+    materials = _materials(scene)
     for a, b in zip(starts, bounds, strict=True):
         obj_id, face = divmod(int(key[a]), 8)
         x, y, z = p[0, a:b], p[1, a:b], p[2, a:b]
@@ -432,7 +458,11 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
                 occlusion[a:b] = 1.0  # beyond a doorway: not occluded
         elif obj_id == GROUND_ID:
             n[:, a:b] = np.array([[0.0], [0.0], [1.0]], dtype=np.float32)
-            ground = (a, b)
+            s_uv[a:b], t_uv[a:b] = x, y
+            if real:
+                occlusion[a:b] = sun.lookup(x, y)
+            if face == ap.ASPHALT:
+                asphalt = (a, b)
         else:
             prim = scene.primitives[obj_id - PRIM_BASE]
             normal, _, s_uv[a:b], t_uv[a:b] = prim.surface(face, x, y, z)
@@ -447,9 +477,6 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
     i = 0
     while i < len(starts):
         code = run_patterns[i]
-        if code == _GROUND_CODE:
-            i += 1
-            continue
         mats, counts, j = [], [], i
         while j < len(starts) and run_patterns[j] == code:
             if mats and mats[-1] == run_mats[j]:
@@ -459,7 +486,9 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
                 counts.append(bounds[j] - starts[j])
             j += 1
         a, b = starts[i], bounds[j - 1]
-        prm = ap.MaterialParams.of([scene.materials[m] for m in mats], mats, style, counts)
+        prm = ap.MaterialParams.of(
+            [materials[m] for m in mats], [_salt(scene, m) for m in mats], style, counts
+        )
         ap.pattern_albedo(ap.PATTERNS[code], s_uv[a:b], t_uv[a:b], prm, noise, style,
                           out=alb[:, a:b])  # fmt: skip
         i = j
@@ -470,12 +499,9 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
         if face == 4:
             contact = occ.ContactMap(scene.room, list(scene.primitives))
             occlusion[a:b] *= contact.lookup(x, y)
-    if ground is not None:
-        a, b = ground
-        ap.ground_albedo(scene.ground, p[0, a:b], p[1, a:b], noise, style, out=alb[:, a:b])
-        if real:
-            sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, camera)
-            occlusion[a:b] = sun.lookup(p[0, a:b], p[1, a:b])
+    if asphalt is not None:
+        a, b = asphalt
+        ap.paint_road_markings(scene.ground, p[0, a:b], p[1, a:b], style, alb[:, a:b])
     return n, alb, emit, occlusion
 
 
