@@ -4,9 +4,9 @@ World frame: z up, metres. Intersectors take one ray origin `o` [3], the unit ra
 as three same-shape float32 arrays (dx, dy, dz) and optionally their reciprocals `inv`
 (1/dx, 1/dy, 1/dz, shared by every axis-aligned slab test of a render). They return the hit
 distance t in metres (+inf on a miss) and the face hit (an int8 array, or one int when the
-primitive has a single face). Normals and texture coordinates are computed afterwards, one
-face at a time, from the visible hit points only (`surface`): every face has one normal
-formula and one material, which keeps both loops short.
+primitive has a single face). Normals and texture coordinates are computed afterwards from
+the visible hit points only, for all faces of one kind of primitive at once (`surfaces`,
+with per-point parameters repeated over each face's run of points).
 """
 
 from __future__ import annotations
@@ -112,28 +112,26 @@ class Box:
         c, s = math.cos(self.yaw), math.sin(self.yaw)
         return (sign * c, sign * s, 0.0) if axis == 0 else (-sign * s, sign * c, 0.0)
 
-    def surface(self, face: int, x: np.ndarray, y: np.ndarray, z: np.ndarray):
-        """(normal [3] or [3, N], material, s [N], t [N]) of hit points (x, y, z) [N] on one
-        face. Texture coordinates (metres, >= 0): along the face (y on x-faces, else x) and
-        up on the sides, across on the top and bottom."""
-        axis = face // 2
-        hx, hy, hz = (np.float32(v) for v in self.half)
-        dx = x - np.float32(self.center[0])
-        dy = y - np.float32(self.center[1])
-        if self.yaw == 0.0:
-            lx, ly = dx, dy
-        else:
-            c, s = np.float32(math.cos(self.yaw)), np.float32(math.sin(self.yaw))
-            lx = c * dx + s * dy if axis != 0 else None
-            ly = c * dy - s * dx if axis != 1 else None
-        mat = self.top_material if face == 5 and self.top_material >= 0 else self.material
-        if axis == 0:
-            u, v = ly + hy, (z - np.float32(self.center[2])) + hz
-        elif axis == 1:
-            u, v = lx + hx, (z - np.float32(self.center[2])) + hz
-        else:
-            u, v = lx + hx, ly + hy
-        return self.face_normal(face), mat, u, v
+    @staticmethod
+    def surfaces(boxes: list[Box], faces: list[int], counts: list[int], x, y, z):
+        """(normals [3, N], s [N], t [N]) of hit points (x, y, z) [N] lying in runs of
+        counts[i] points on face faces[i] of boxes[i]. Texture coordinates (metres, >= 0):
+        along the face (local y on x-faces, else x), up on the sides, across on the top."""
+        face = np.asarray(faces)
+        geo = np.array([(*b.center, *b.half, math.cos(b.yaw), math.sin(b.yaw)) for b in boxes],
+                       dtype=np.float32)  # fmt: skip
+        normals = np.array([b.face_normal(f) for b, f in zip(boxes, faces, strict=True)],
+                           dtype=np.float32)  # fmt: skip
+
+        def rep(values):  # one value per run -> one per point
+            return np.repeat(values, counts, axis=-1)
+
+        cx, cy, cz, hx, hy, hz, c, s = (rep(col) for col in geo.T)
+        dx, dy = x - cx, y - cy
+        lx, ly = c * dx + s * dy, c * dy - s * dx  # local frame (exact for yaw 0: c=1, s=0)
+        u = np.where(rep(face // 2 == 0), ly + hy, lx + hx)
+        v = np.where(rep(face // 2 == 2), ly + hy, (z - cz) + hz)
+        return rep(normals.T), u, v
 
 
 @dataclass(frozen=True)
@@ -194,20 +192,24 @@ class Cylinder:
                 face = np.where(ok, np.int8(cap), np.int8(face) if isinstance(face, int) else face)
         return t, face
 
-    def surface(self, face: int, x: np.ndarray, y: np.ndarray, z: np.ndarray):
-        """(normal [3] or [3, N], material, s [N], t [N]) on one face: metres around and up
-        the side, metres across the caps."""
-        rx, ry = x - np.float32(self.x), y - np.float32(self.y)
-        if face == self.TOP:
-            return (0.0, 0.0, 1.0), self.material, rx, ry
-        if face == self.BOTTOM:
-            return (0.0, 0.0, -1.0), self.material, rx, ry
+    @staticmethod
+    def surfaces(cyls: list[Cylinder], faces: list[int], counts: list[int], x, y, z):
+        """(normals [3, N], s [N], t [N]) of hit points in runs of counts[i] points on face
+        faces[i] of cyls[i]: metres around and up the side, metres across the caps."""
+        face = np.asarray(faces)
+        geo = np.array([(c.x, c.y, c.radius, c.z0) for c in cyls], dtype=np.float32)
+        cap_nz = np.where(face == Cylinder.TOP, 1.0, -1.0).astype(np.float32)
+        side = np.repeat(face == Cylinder.SIDE, counts)
+        x0, y0, radius, z0 = (np.repeat(col, counts) for col in geo.T)
+        rx, ry = x - x0, y - y0
         inv_r = np.float32(1.0) / np.maximum(np.sqrt(rx * rx + ry * ry), np.float32(1e-9))
-        normals = np.stack([rx * inv_r, ry * inv_r, np.zeros_like(rx)])
+        zero = np.float32(0.0)
+        normals = np.stack([np.where(side, rx * inv_r, zero), np.where(side, ry * inv_r, zero),
+                            np.where(side, zero, np.repeat(cap_nz, counts))])  # fmt: skip
         # cv2.phase (atan2 in [0, 2π), 2e-4 rad accurate) is ~15x cheaper than np.arctan2;
         # the angle of (-rx, -ry) is atan2(ry, rx) + π, so the texture seam faces -x.
-        s = cv2.phase(-rx, -ry).reshape(-1) * np.float32(self.radius)
-        return normals, self.material, s, z - np.float32(self.z0)
+        around = cv2.phase(-rx, -ry).reshape(-1) * radius
+        return normals, np.where(side, around, rx), np.where(side, z - z0, ry)
 
 
 @dataclass(frozen=True)
@@ -242,20 +244,21 @@ class Sphere:
         t = -b - np.sqrt(np.maximum(disc, 0))
         return np.where((disc > 0) & (t > T_MIN), t, _INF), 0
 
-    def surface(self, face: int, x: np.ndarray, y: np.ndarray, z: np.ndarray):
-        """(normals [3, N], material, s [N], t [N]): metres around and up the sphere."""
-        qx = x - np.float32(self.center[0])
-        qy = y - np.float32(self.center[1])
-        qz = z - np.float32(self.center[2])
+    @staticmethod
+    def surfaces(spheres: list[Sphere], faces: list[int], counts: list[int], x, y, z):
+        """(normals [3, N], s [N], t [N]) of hit points in runs of counts[i] points on
+        spheres[i]: metres around and up the sphere."""
+        geo = np.array([(*p.center, p.radius) for p in spheres], dtype=np.float32)
+        cx, cy, cz, r = (np.repeat(col, counts) for col in geo.T)
+        qx, qy, qz = x - cx, y - cy, z - cz
         h = np.sqrt(qx * qx + qy * qy)
         inv_r = np.float32(1.0) / np.sqrt(h * h + qz * qz)
         normals = np.stack([qx * inv_r, qy * inv_r, qz * inv_r])
-        r = np.float32(self.radius)
         # Longitude in [-π, π) (seam towards -x) and latitude from the polar angle, both with
         # cv2.phase: ~15x cheaper than arctan2 / arcsin, 2e-4 rad accurate.
         s = (cv2.phase(-qx, -qy).reshape(-1) - np.float32(math.pi)) * r
         t = (np.float32(math.pi / 2) - cv2.phase(qz, h).reshape(-1)) * r
-        return normals, self.material, s, t
+        return normals, s, t
 
 
 Primitive = Box | Cylinder | Sphere

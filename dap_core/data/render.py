@@ -18,7 +18,7 @@ import numpy as np
 
 from dap_core.data import appearance as ap
 from dap_core.data import occlusion as occ
-from dap_core.data.raycast import Box, Sphere, ground_intersect
+from dap_core.data.raycast import Box, Cylinder, Sphere, ground_intersect
 
 SKY_ID, ROOM_ID, SHELL_ID, GROUND_ID, PRIM_BASE = -1, 0, 1, 2, 3
 LAMP_RADIANCE = (3.0, 2.8, 2.4)  # linear radiance of ceiling lamp discs
@@ -361,18 +361,26 @@ def _salt(scene, m: int) -> int:
     return m if m < n else ap.GROUND_SALTS[m - n]
 
 
+_KINDS = ("room", "ground", "box", "cylinder", "sphere")  # surface kinds, in shading order
+
+
 def _key_tables(scene, seen: list[tuple[int, tuple[int, ...]]]):
     """Per surface key (8 * object id + face, offset by 8 so that the sky's -8 is 0): its
-    shading rank, material index (-1: sky, ground) and pattern code (-1: sky).
+    shading rank, material index (of `_materials`; -1: sky), pattern code and kind (index
+    in _KINDS) (-1: sky).
 
-    Sorting pixels by rank makes every surface face a contiguous run, and the runs of one
-    pattern (then of one material) adjacent: each pattern is then textured in one call.
+    Sorting pixels by rank makes every surface face a contiguous run, the runs of one kind
+    of surface adjacent (their geometry is computed in one call), and within a kind the
+    runs of one pattern (then of one material) adjacent: each is textured in one call.
     Only keys that can occur get ranks (the room, ground, sky and the `seen` (primitive
     index, faces) of primitives inside the view), so ranks usually fit in uint8, which
     numpy sorts in one radix pass instead of two.
     """
     n_keys = 8 * (PRIM_BASE + len(scene.primitives) + 1)
     mat = np.full(n_keys, -1, dtype=np.int32)
+    kind = np.full(n_keys, -1, dtype=np.int32)  # -1 sky, then _KINDS
+    kind[8 * (ROOM_ID + 1) : 8 * (GROUND_ID + 1)] = _KINDS.index("room")
+    kind[8 * (GROUND_ID + 1) : 8 * (PRIM_BASE + 1)] = _KINDS.index("ground")
     can_occur = np.zeros(n_keys, dtype=bool)
     can_occur[0] = True  # sky
     if scene.room is not None:
@@ -390,16 +398,19 @@ def _key_tables(scene, seen: list[tuple[int, tuple[int, ...]]]):
         faces = np.repeat(base[:, None], 8, axis=1)  # [P, 8]
         faces[:, 5] = np.where(top >= 0, top, base)  # box tops (face 5) may differ
         mat[8 * (PRIM_BASE + 1) :] = faces.reshape(-1)
+        kinds = [_KINDS.index(type(p).__name__.lower()) for p in scene.primitives]
+        kind[8 * (PRIM_BASE + 1) :] = np.repeat(kinds, 8)
         keys = [8 * (PRIM_BASE + 1 + k) + f for k, fs in seen for f in fs]
         can_occur[np.asarray(keys, dtype=np.intp)] = True
     codes = [_PATTERN_CODE[m.pattern] for m in _materials(scene)]
     pattern = np.array([*codes, -1], dtype=np.int32)[mat]  # mat -1 picks the trailing -1
     occurring = np.flatnonzero(can_occur)
-    order = occurring[np.lexsort((occurring, mat[occurring], pattern[occurring]))]
+    sort_by = (occurring, mat[occurring], pattern[occurring], kind[occurring])
+    order = occurring[np.lexsort(sort_by)]
     dtype = np.uint8 if order.shape[0] < 255 else np.int16
     rank = np.full(n_keys, np.iinfo(dtype).max, dtype=dtype)
     rank[order] = np.arange(order.shape[0])
-    return rank, mat, pattern
+    return rank, mat, pattern, kind
 
 
 def _cast(scene, o: np.ndarray, yaw: float, height: int, width: int) -> _Frame:
@@ -431,7 +442,7 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
 
     Every run starts[i]:bounds[i] of equal key = 8 * object id + face is one surface face.
     """
-    _, mat_of_key, pattern_of_key = tables
+    _, mat_of_key, pattern_of_key, kind_of_key = tables
     real = style.domain == "real_like"
     n_px = p.shape[1]
     n = np.empty((3, n_px), dtype=np.float32)
@@ -440,45 +451,46 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
     t_uv = np.empty(n_px, dtype=np.float32)
     # Objects darken near the floor; room and ground runs overwrite theirs below.
     occlusion = occ.object_contact_factor(p[2]) if real else None
-    sun = None
-    if real and scene.ground is not None:
-        sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, camera)
-    # Geometry, one face per run: normals and texture coordinates.
+    run_keys = key[np.asarray(starts, dtype=np.intp)].astype(np.intp) + 8
+    run_kinds = kind_of_key[run_keys].tolist()
+    # Geometry: normals and texture coordinates, one call per kind of primitive.
     rooms, asphalt = [], None
-    materials = _materials(scene)
-    for a, b in zip(starts, bounds, strict=True):
-        obj_id, face = divmod(int(key[a]), 8)
+    by_kind: dict[int, list] = {}
+    for a, b, run_key, kind in zip(starts, bounds, run_keys.tolist(), run_kinds, strict=True):
+        obj_id, face = divmod(run_key - 8, 8)
+        if kind >= _KINDS.index("box"):
+            by_kind.setdefault(kind, []).append((a, b, obj_id - PRIM_BASE, face))
+            continue
         x, y, z = p[0, a:b], p[1, a:b], p[2, a:b]
-        if obj_id in (ROOM_ID, SHELL_ID):
-            n[:, a:b] = np.asarray(_ROOM_NORMALS[face], dtype=np.float32)[:, None]
-            s_uv[a:b], t_uv[a:b] = (y if face < 2 else x), (z if face < 4 else y)
-            if obj_id == ROOM_ID:
-                rooms.append((a, b, face))
-            elif real:
-                occlusion[a:b] = 1.0  # beyond a doorway: not occluded
-        elif obj_id == GROUND_ID:
+        if obj_id == GROUND_ID:
             n[:, a:b] = np.array([[0.0], [0.0], [1.0]], dtype=np.float32)
             s_uv[a:b], t_uv[a:b] = x, y
-            if real:
-                occlusion[a:b] = sun.lookup(x, y)
             if face == ap.ASPHALT:
                 asphalt = (a, b)
-        else:
-            prim = scene.primitives[obj_id - PRIM_BASE]
-            normal, _, s_uv[a:b], t_uv[a:b] = prim.surface(face, x, y, z)
-            if isinstance(normal, tuple):
-                n[:, a:b] = np.asarray(normal, dtype=np.float32)[:, None]
-            else:
-                n[:, a:b] = normal
-    # Albedo, one call per pattern over its adjacent runs (one parameter set per material).
-    run_keys = key[np.asarray(starts, dtype=np.intp)].astype(np.intp) + 8
+            continue
+        n[:, a:b] = np.asarray(_ROOM_NORMALS[face], dtype=np.float32)[:, None]
+        s_uv[a:b], t_uv[a:b] = (y if face < 2 else x), (z if face < 4 else y)
+        if obj_id == ROOM_ID:
+            rooms.append((a, b, face))
+        elif real:
+            occlusion[a:b] = 1.0  # beyond a doorway: not occluded
+    for kind, runs in by_kind.items():
+        a, b = runs[0][0], runs[-1][1]  # the kind's runs are one block
+        cls = (Box, Cylinder, Sphere)[kind - _KINDS.index("box")]
+        prims = [scene.primitives[k] for _, _, k, _ in runs]
+        counts = [stop - start for start, stop, _, _ in runs]
+        n[:, a:b], s_uv[a:b], t_uv[a:b] = cls.surfaces(
+            prims, [f for _, _, _, f in runs], counts, p[0, a:b], p[1, a:b], p[2, a:b]
+        )
+    # Albedo: one call per block of runs of one pattern (one parameter set per material).
     run_mats = mat_of_key[run_keys].tolist()
     run_patterns = pattern_of_key[run_keys].tolist()
+    materials = _materials(scene)
     i = 0
     while i < len(starts):
         code = run_patterns[i]
         mats, counts, j = [], [], i
-        while j < len(starts) and run_patterns[j] == code:
+        while j < len(starts) and run_patterns[j] == code and run_kinds[j] == run_kinds[i]:
             if mats and mats[-1] == run_mats[j]:
                 counts[-1] += bounds[j] - starts[j]
             else:
@@ -499,6 +511,12 @@ def _surfaces(scene, camera, p, key, starts, bounds, tables, noise, style):
         if face == 4:
             contact = occ.ContactMap(scene.room, list(scene.primitives))
             occlusion[a:b] *= contact.lookup(x, y)
+    ground = [(a, b) for a, b, k in zip(starts, bounds, run_kinds, strict=True)
+              if k == _KINDS.index("ground")]  # fmt: skip
+    if real and ground:  # the ground's runs are one block
+        a, b = ground[0][0], ground[-1][1]
+        sun = occ.SunShadowMap(list(scene.primitives), scene.lighting.key_dir, camera)
+        occlusion[a:b] = sun.lookup(p[0, a:b], p[1, a:b])
     if asphalt is not None:
         a, b = asphalt
         ap.paint_road_markings(scene.ground, p[0, a:b], p[1, a:b], style, alb[:, a:b])
