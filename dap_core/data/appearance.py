@@ -769,6 +769,17 @@ def camera_pipeline(
     return _jpeg_round_trip(out, int(rng.integers(35, 85)))
 
 
+SKY_RANGE_M = 1e6  # the range haze gives the sky
+
+
+def haze_hides_sky(lighting: Lighting, style: Style) -> bool:
+    """True when `apply_haze` replaces the sky by the haze colour exactly (its haze fraction
+    rounds to 1 in float32): the sky's own radiance need not be computed."""
+    if style.domain == "sim" or lighting.haze_m <= 0:
+        return False
+    return float(np.exp(np.float32(-SKY_RANGE_M / lighting.haze_m))) == 0.0
+
+
 def apply_haze(
     radiance: np.ndarray, range_m: np.ndarray, lighting: Lighting, style: Style
 ) -> np.ndarray:
@@ -776,7 +787,7 @@ def apply_haze(
     outdoors); sky counts as far. range_m [H, W] metres."""
     if style.domain == "sim" or lighting.haze_m <= 0:
         return radiance
-    r = np.minimum(range_m, np.float32(1e6))
+    r = np.minimum(range_m, np.float32(SKY_RANGE_M))
     r *= np.float32(-1.0 / lighting.haze_m)
     f = 1 - cv2.exp(r)  # [H, W] haze fraction
     haze = restyle_color(lighting.haze_color, style)

@@ -591,7 +591,7 @@ def render_scene(scene, position, yaw_rad: float, height: int, width: int, domai
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.shape[0], dtype=order.dtype)
     sky_img = None
-    if scene.sky is not None and n_sky:
+    if scene.sky is not None and n_sky and not ap.haze_hides_sky(scene.lighting, style):
         sky_img = _sky_image(scene, yaw, height, width, noise, style).reshape(3, -1)
     radiance = np.empty((3, height, width), dtype=np.float32)
     normals = np.empty((height, width, 3), dtype=np.float32)

@@ -99,8 +99,14 @@ class CameraPath:
         return pos, yaw
 
     def samples(self, n: int = 96) -> np.ndarray:
-        """n points [n, 2] (x, y) evenly spaced along the path."""
-        return np.array([self.at(k * self.length / (n * self.speed))[0][:2] for k in range(n)])
+        """n points [n, 2] (x, y) evenly spaced along the path (the positions of `at`)."""
+        length, speed = self.length, self.speed
+        ca, sa = math.cos(self.angle), math.sin(self.angle)
+        out = []
+        for k in range(n):
+            x, y, _ = self._local((speed * (k * length / (n * speed))) % length)
+            out.append((self.cx + ca * x - sa * y, self.cy + sa * x + ca * y))
+        return np.array(out)
 
 
 @dataclass
@@ -249,7 +255,11 @@ class _Builder:
     def fits(self, x: float, y: float, r: float, path_xy: np.ndarray, margin: float) -> bool:
         if path_xy.size and np.min(np.hypot(path_xy[:, 0] - x, path_xy[:, 1] - y)) < r + margin:
             return False
-        return all(math.hypot(x - fx, y - fy) >= r + fr + 0.05 for fx, fy, fr in self.footprints)
+        hypot = math.hypot
+        for fx, fy, fr in self.footprints:  # noqa: SIM110 - a loop skips all()'s generator
+            if hypot(x - fx, y - fy) < r + fr + 0.05:
+                return False
+        return True
 
     def add(self, prims: list[Primitive], x: float, y: float, r: float) -> None:
         self.prims.extend(prims)
