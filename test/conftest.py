@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: repository paths and the official fixture directory."""
+"""Shared pytest fixtures: repository paths, the official fixture directory, one torch thread."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def official_fixtures() -> Path:
     if not OFFICIAL_FIXTURES.is_dir():
         pytest.fail(f"official DAP fixtures not found at {OFFICIAL_FIXTURES} (set DAP_SHARED)")
     return OFFICIAL_FIXTURES
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (opt in with pytest.mark.usefixtures("one_thread"))."""
+    import torch  # here, not at the top: the ROS-only test modules need no torch
+
+    # Small models: extra threads only add synchronisation, which is slow on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,30 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from model_helpers import micro_config
 from safetensors.torch import save_file
 
 from dap_core.model import DAP, DAPConfig
 from dap_core.model.preprocess import preprocess
 
-MICRO = DAPConfig(
-    embed_dim=64,
-    depth=4,
-    num_heads=2,
-    layer_indices=(0, 1, 2, 3),
-    head_features=16,
-    head_out_channels=(8, 16, 32, 32),
-    head_hidden=8,
-    mask_thresholds=(10, 20),
-    input_size=(64, 128),
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+MICRO = micro_config(mask_thresholds=(10, 20))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from model_helpers import micro_config
 
 from dap_core.model import DAP, DAPConfig, DAPOutput
 from dap_core.model.adapter import CleanAdapter
@@ -14,26 +15,8 @@ from dap_core.model.config import PRESETS
 from dap_core.model.flops import count_flops
 from dap_core.model.vit import RopePositionEmbedding, rotate_half
 
-# A few-thousand-parameter DAP: every code path of the real ones, milliseconds per forward.
-MICRO = DAPConfig(
-    embed_dim=64,
-    depth=4,
-    num_heads=2,
-    layer_indices=(0, 1, 2, 3),
-    head_features=16,
-    head_out_channels=(8, 16, 32, 32),
-    head_hidden=8,
-    input_size=(64, 128),
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small models: extra threads only add synchronisation, which is slow on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+MICRO = micro_config()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

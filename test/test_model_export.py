@@ -7,24 +7,14 @@ from collections import Counter
 
 import pytest
 import torch
+from model_helpers import micro_config
 
-from dap_core.model import DAP, DAPConfig
+from dap_core.model import DAP
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-MICRO = DAPConfig(
-    embed_dim=64,
-    depth=4,
-    num_heads=2,
-    layer_indices=(0, 1, 2, 3),
-    head_features=16,
-    head_out_channels=(8, 16, 32, 32),
-    head_hidden=8,
-    adapter="official",
-    mask_thresholds=(10, 100),
-    input_size=(64, 128),
-)
+MICRO = micro_config(adapter="official", mask_thresholds=(10, 100))
 
 
 class _Export(torch.nn.Module):

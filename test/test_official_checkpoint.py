@@ -5,29 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from model_helpers import TINY_LAYERS, TINY_WEIGHTS, tiny_state
 
 from dap_core.cli import main as dap_main
 from dap_core.model import DAP
 from dap_core.model.official import config_from_official, load_official, load_official_report
 
-TINY_LAYERS = (0, 2, 3, 4)
 BLOCK0 = "core.pretrained.model.blocks.0."
 ALIAS0 = "core.pretrained.blocks.0."
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small models: extra threads only add synchronisation, which is slow on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def official_state(official_fixtures):
-    return load_file(official_fixtures / "tiny_weights.safetensors")
+    return tiny_state(official_fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +218,6 @@ def test_convert_command_reports_bad_input(tmp_path, capsys):
 def test_official_safetensors_loads_directly(official_fixtures, x64, reference):
     # Official key names in a .safetensors (no config.json beside it) take the official path.
     with pytest.raises(ValueError, match="pass the 4 block indices"):
-        DAP.load(official_fixtures / "tiny_weights.safetensors")
-    model = load_official(official_fixtures / "tiny_weights.safetensors", layer_indices=TINY_LAYERS)
+        DAP.load(official_fixtures / TINY_WEIGHTS)
+    model = load_official(official_fixtures / TINY_WEIGHTS, layer_indices=TINY_LAYERS)
     _assert_same(_outputs(model, x64), reference)

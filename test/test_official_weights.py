@@ -7,27 +7,19 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from model_helpers import TINY_LAYERS, tiny_state
 
 from dap_core.cli import main as dap_main
 from dap_core.model import DAP, hub, official
 
-TINY_LAYERS = (0, 2, 3, 4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def tiny_pth(tmp_path, official_fixtures):
     path = tmp_path / "download" / "model.pth"
     path.parent.mkdir()
-    torch.save(load_file(official_fixtures / "tiny_weights.safetensors"), path)
+    torch.save(tiny_state(official_fixtures), path)
     return path
 
 
