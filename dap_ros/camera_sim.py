@@ -24,9 +24,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -34,6 +32,7 @@ from std_msgs.msg import Header
 
 from dap_ros import conversions
 from dap_ros.params import ParamSpec, declare_all
+from dap_ros.run import spin_node
 
 __all__ = ["SCENE_KINDS", "SIM_PARAMETERS", "CameraSim", "SceneTour", "main", "tour_scene"]
 
@@ -221,22 +220,7 @@ class CameraSim(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `dap_camera_sim` and `python -m dap_ros.camera_sim`."""
-    rclpy.init(args=argv)
-    node = None
-    status = 0
-    try:
-        node = CameraSim()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ParameterException, ImportError, ValueError) as err:
-        rclpy.logging.get_logger("camera_sim").fatal(f"cannot start: {type(err).__name__}: {err}")
-        status = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    return spin_node(CameraSim, argv, "camera_sim", (ParameterException, ImportError, ValueError))
 
 
 if __name__ == "__main__":

@@ -35,11 +35,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import NameValidationException, ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
     HistoryPolicy,
@@ -57,6 +55,7 @@ from dap_ros.diagnostics import FrameStats, diagnostic_array
 from dap_ros.frame_slot import FrameSlot
 from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
 from dap_ros.predictors import HeadPredictors, PredictorLike, head_predictors
+from dap_ros.run import spin_node
 
 __all__ = ["NODE_NAME", "DapNode", "PredictorLike", "main"]
 
@@ -422,23 +421,8 @@ class DapNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `dap_node` and `python -m dap_ros.node`; returns the exit status."""
-    rclpy.init(args=argv)
-    node = None
-    status = 0
-    try:
-        node = DapNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # SIGINT / SIGTERM (e.g. from launch) are the normal ways to stop
-    except (ParameterException, NameValidationException, ImportError, ValueError, OSError) as err:
-        # Startup problems (bad parameter, missing weights, broken predictor): one clear line.
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {type(err).__name__}: {err}")
-        status = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return status
+    startup_errors = (ParameterException, NameValidationException, ImportError, ValueError, OSError)
+    return spin_node(DapNode, argv, NODE_NAME, startup_errors)
 
 
 if __name__ == "__main__":
