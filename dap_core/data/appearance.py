@@ -652,7 +652,7 @@ def _encode_srgb(x: np.ndarray) -> np.ndarray:
     """Linear [0, 1] [..., W] float32 -> display uint8 through a lookup table (12-bit linear
     precision)."""
     flat = x.reshape(-1, x.shape[-1])
-    y = cv2.addWeighted(flat, _SRGB_LUT_SIZE - 1.0, flat, 0.0, 0.5)  # one pass
+    y = flat * np.float32(_SRGB_LUT_SIZE - 1)
     return _encode_scaled(y, _SRGB_LUT).reshape(x.shape)
 
 
@@ -676,11 +676,19 @@ def _shoulder_lut(knee: float) -> np.ndarray:
     return y.astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=4)
+def _zero_map(shape: tuple[int, ...]) -> np.ndarray:
+    zeros = np.zeros(shape, dtype=np.float32)
+    zeros.setflags(write=False)
+    return zeros
+
+
 def _encode_scaled(y: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """uint8 lut[floor(y)] of y = x · (len(lut) - 1) / top + 0.5 (the lookup index of linear
-    values x in [0, top] plus a half, computed by the caller); works in place on y."""
-    np.clip(y, np.float32(0.5), np.float32(lut.shape[0] - 0.5), out=y)
-    return np.take(lut, y.astype(np.int32))  # int32 casts ~5x faster than intp
+    """uint8 lut[round(y)] of lookup indices y [H, W] float32 (x · (len(lut) - 1) / top for
+    linear values x in [0, top], computed by the caller), clamped to the table: a nearest-
+    neighbour cv2.remap into the table, about half the cost of clip + cast + np.take."""
+    return cv2.remap(lut.reshape(1, -1), y, _zero_map(y.shape), cv2.INTER_NEAREST,
+                     borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1)
@@ -755,7 +763,7 @@ def camera_pipeline(
     img = _blur_wrapped(img, float(rng.uniform(0.5, 1.3)))
     # Shot and read noise (linear units of full scale), then the display encoding: the
     # noisy value x = img + sigma · n is formed directly in lookup-index units,
-    # y = x · scale + 0.5 with sigma · scale = sqrt(img · shot · scale² + (read · scale)²),
+    # y = x · scale with sigma · scale = sqrt(img · shot · scale² + (read · scale)²),
     # in four OpenCV passes (each one pass over the image; numpy would need two).
     shot, read = float(rng.uniform(3e-4, 3e-3)), float(rng.uniform(1e-3, 5e-3))
     scale = (SHOULDER_LUT_SIZE - 1) / SHOULDER_MAX
@@ -763,7 +771,7 @@ def camera_pipeline(
     sigma = cv2.addWeighted(flat, shot * scale * scale, flat, 0.0, (read * scale) ** 2)
     cv2.sqrt(sigma, dst=sigma)
     sigma *= _sensor_noise(sigma.shape, rng)
-    y = cv2.addWeighted(flat, scale, sigma, 1.0, 0.5)
+    y = cv2.addWeighted(flat, scale, sigma, 1.0, 0.0)
     knee = float(rng.uniform(0.55, 0.8))
     out = _encode_scaled(y, _shoulder_lut(knee)).reshape(img.shape)
     return _jpeg_round_trip(out, int(rng.integers(35, 85)))
