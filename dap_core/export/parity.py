@@ -9,13 +9,13 @@ stored beside the engine); beyond tolerance it is refused with EngineRejectedErr
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from dap_core.files import atomic_write_bytes
 
 # Parity tolerances on DAP's outputs (depth / max_range and mask probabilities, both in (0, 1)).
 # FP32: kernel-order noise only. FP16/BF16: the mixed-precision rewrite of the fixture model
@@ -160,7 +160,7 @@ def load_or_make_reference(
     maker = make_reference or (lambda x: onnxruntime_reference(onnx_path, x))
     outputs = {k: np.asarray(v, np.float32) for k, v in maker(inputs).items()}
     buffer = _npz_bytes({"__input__": inputs[input_name], **outputs})
-    _atomic_write(path, buffer)
+    atomic_write_bytes(path, buffer)
     return inputs, outputs
 
 
@@ -168,15 +168,3 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     handle = io.BytesIO()
     np.savez(handle, **arrays)
     return handle.getvalue()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from types import ModuleType
 from typing import Any
 
 from dap_core.export.parity import EngineRejectedError  # noqa: F401  (re-exported)
+from dap_core.files import atomic_write_bytes, sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -202,13 +202,9 @@ class EngineKey:
         return f"{stem}.{self.precision}.{self.digest()[:16]}.engine"
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes (ONNX external-data files are not included)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def engine_cache_dir() -> Path:
@@ -233,20 +229,6 @@ def current_gpu(device_index: int = 0) -> GpuInfo:
         raise TensorRTUnavailableError("TensorRT needs an NVIDIA GPU, and CUDA is not available")
     major, minor = torch.cuda.get_device_capability(device_index)
     return GpuInfo(torch.cuda.get_device_name(device_index), f"{major}.{minor}")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -377,8 +359,8 @@ def build_engine(
             f"TensorRT failed to build an engine from {source} ({plan.describe()}); "
             "see the TensorRT log above"
         )
-    _atomic_write(engine_path, bytes(serialized))
-    _atomic_write(timing_path, bytes(config.get_timing_cache().serialize()))
+    atomic_write_bytes(engine_path, bytes(serialized))
+    atomic_write_bytes(timing_path, bytes(config.get_timing_cache().serialize()))
     meta = {
         "key": asdict(key),
         "key_digest": key.digest(),
@@ -388,7 +370,7 @@ def build_engine(
         "dynamic_batch": dynamic,
         "mixed_precision_notes": list(mixed_notes),
     }
-    _atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode())
     LOG.info("wrote TensorRT engine %s", engine_path)
     return EngineRecord(engine_path, meta_path, key, True, plan, meta)
 

@@ -8,10 +8,10 @@ $DAP_ROS_CACHE, else $XDG_CACHE_HOME/dap_ros, else ~/.cache/dap_ros.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from dap_core.files import sha256_file
 from dap_core.model import official
 from dap_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
@@ -60,12 +60,9 @@ def verify_checkpoint(path: Path, size: int | None = None, sha256: str | None = 
             f"{path} has {actual} bytes, the released checkpoint has {size}: incomplete or "
             f"different file (delete it and download again)"
         )
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != sha256:
-        raise ValueError(f"{path}: SHA-256 {digest.hexdigest()} differs from the release {sha256}")
+    digest = sha256_file(path, _HASH_CHUNK)
+    if digest != sha256:
+        raise ValueError(f"{path}: SHA-256 {digest} differs from the release {sha256}")
 
 
 def install_official(

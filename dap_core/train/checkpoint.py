@@ -9,16 +9,16 @@ never a torn one.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from dap_core.files import atomic_write
 
 STEP_PATTERN = re.compile(r"step_(\d{8})\.pt")
 
@@ -45,24 +45,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save to a temp file beside `path`, fsync, rename over `path`, fsync the dir."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _step_files(directory: Path) -> list[Path]:
