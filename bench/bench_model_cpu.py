@@ -26,22 +26,6 @@ CASES = {
     "vits": ("vits", 512, 1024, 1, 2),
     "vitl": ("vitl", 512, 1024, 1, 0),
 }
-MATMUL_N = 2048
-
-
-def matmul_gflops(threads: int) -> float:
-    """Best-of-5 fp32 GEMM rate (GFLOP/s) at `threads` threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
-    a @ b
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * MATMUL_N**3 / best / 1e9
 
 
 def run_case(name: str, threads: int) -> dict:
@@ -111,9 +95,11 @@ def main() -> int:
 
     import torch
 
+    from dap_core.benchmark import GEMM_N, gemm_gflops
+
     print(f"machine: {machine()}; torch {torch.__version__}, {args.threads} threads, fp32")
-    rate = matmul_gflops(args.threads)
-    print(f"fp32 matmul {MATMUL_N}^3: {rate:.1f} GFLOP/s (the bound's rate)")
+    rate = gemm_gflops(args.threads)
+    print(f"fp32 matmul {GEMM_N}^3: {rate:.1f} GFLOP/s (the bound's rate)")
     header = "model  input     GFLOP   time_s    Hz   bound_s  ratio  model_MB  peak_MB"
     print(header)
     for name in args.models.split(","):
@@ -130,7 +116,7 @@ def main() -> int:
             f"{1 / r['seconds']:5.2f} {bound:8.3f} {r['seconds'] / bound:6.2f} "
             f"{r['rss_model_mb']:9.0f} {r['peak_rss_mb']:8.0f}"
         )
-    print(f"matmul rate after the models: {matmul_gflops(args.threads):.1f} GFLOP/s")
+    print(f"matmul rate after the models: {gemm_gflops(args.threads):.1f} GFLOP/s")
     return 0
 
 
