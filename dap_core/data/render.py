@@ -3,7 +3,13 @@
 Rays come from `dap_core.geometry.pixel_rays` (REP 103 camera frame), are turned by the camera
 yaw into the world frame and cast analytically against the room, the ground and every
 primitive. Each primitive is only tested on the ERP window it can cover (a lon/lat box
-around its footprint prism or bounding sphere), so small or distant objects cost little.
+around its footprint prism or bounding sphere), so small or distant objects cost little;
+primitives with small windows are cast together in one vectorised pass per class.
+
+Shading works on the hit pixels sorted so that every surface face is a contiguous run, the
+runs of one kind of surface form one block (geometry in one call per kind) and, within it,
+the runs of one pattern (texturing in one call per pattern). Per-pixel data is planar
+([3, N] rows), which numpy broadcasts far faster than [N, 3].
 """
 
 from __future__ import annotations
