@@ -17,6 +17,7 @@ work that is already complete on disk, so `--resume` after a kill at any point c
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -139,14 +140,8 @@ def _stage1(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
 
 
 def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str, Any]:
-    from dap_core.train.curation import (
-        PseudoLabelDataset,
-        build_classifier,
-        score_dataset,
-        select_top_k,
-        write_pseudo_labels,
-    )
-    from dap_core.train.tasks import CriticTask, build_model
+    from dap_core.train.curation import build_classifier, score_dataset, select_top_k
+    from dap_core.train.tasks import CriticTask
 
     device = resolve_device(cfg, env)
     previous = cfg.resolve(cfg.previous)
@@ -205,36 +200,48 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
             )
 
     # (d) pseudo labels of the selection; (e) realism-invariant labeler
-    pseudo_dir = write_pseudo_labels(
-        labeler,
-        unlabeled,
-        chosen,
-        out / "pseudo",
-        env=env,
-        device=device,
-        batch_size=cfg.curation.batch_size,
-        shard_size=cfg.curation.shard_size,
-    )
-    pseudo = PseudoLabelDataset(pseudo_dir, unlabeled)
     init = cfg.resolve(cfg.model.init) or previous / MODEL_DIR
-    model = build_model(cfg, init)
-    model = _train_depth(cfg, model, concat([labeled, pseudo]), env, out, resume)
+    model = _train_on_pseudo_labels(
+        cfg, env, out, resume, labeler, labeled, unlabeled, chosen, init, device
+    )
     return {"model": str(out / MODEL_DIR), "trained": model, "selected": len(chosen)}
 
 
 def _stage3(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str, Any]:
-    from dap_core.train.curation import PseudoLabelDataset, write_pseudo_labels
-    from dap_core.train.tasks import build_model
-
     device = resolve_device(cfg, env)
     previous = cfg.resolve(cfg.previous)
     labeler = _load(previous / MODEL_DIR)
     labeled = concat(_datasets(cfg, cfg.data.labeled))
     unlabeled = _unlabeled(cfg)
+    indices = range(len(unlabeled))
+    init = cfg.resolve(cfg.model.init)
+    model = _train_on_pseudo_labels(
+        cfg, env, out, resume, labeler, labeled, unlabeled, indices, init, device
+    )
+    return {"model": str(out / MODEL_DIR), "trained": model}
+
+
+def _train_on_pseudo_labels(
+    cfg: TrainConfig,
+    env: DistEnv,
+    out: Path,
+    resume: bool,
+    labeler: Any,
+    labeled: Any,
+    unlabeled: Any,
+    indices: Iterable[int],
+    init: Path | None,
+    device: torch.device,
+) -> Any:
+    """Write `labeler`'s pseudo labels of `unlabeled[indices]` under out/pseudo, then train the
+    model built from `init` on the labeled data plus those pseudo labels; returns it."""
+    from dap_core.train.curation import PseudoLabelDataset, write_pseudo_labels
+    from dap_core.train.tasks import build_model
+
     pseudo_dir = write_pseudo_labels(
         labeler,
         unlabeled,
-        range(len(unlabeled)),
+        indices,
         out / "pseudo",
         env=env,
         device=device,
@@ -242,9 +249,8 @@ def _stage3(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
         shard_size=cfg.curation.shard_size,
     )
     pseudo = PseudoLabelDataset(pseudo_dir, unlabeled)
-    model = build_model(cfg, cfg.resolve(cfg.model.init))
-    model = _train_depth(cfg, model, concat([labeled, pseudo]), env, out, resume)
-    return {"model": str(out / MODEL_DIR), "trained": model}
+    model = build_model(cfg, init)
+    return _train_depth(cfg, model, concat([labeled, pseudo]), env, out, resume)
 
 
 def curation_summary(rows, chosen) -> dict[str, Any]:
