@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -143,11 +143,8 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
     from dap_core.train.curation import build_classifier, score_dataset, select_top_k
     from dap_core.train.tasks import CriticTask
 
-    device = resolve_device(cfg, env)
-    previous = cfg.resolve(cfg.previous)
-    labeler = _load(previous / MODEL_DIR)
-    labeled = concat(_datasets(cfg, cfg.data.labeled))
-    unlabeled = _unlabeled(cfg)
+    inputs = _pseudo_label_inputs(cfg, env)
+    device, previous, labeler, labeled, unlabeled = inputs
 
     # (a) critic: GT "real" vs labeler "fake" on labeled data
     critic_task = CriticTask(cfg, labeler)
@@ -201,24 +198,35 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
 
     # (d) pseudo labels of the selection; (e) realism-invariant labeler
     init = cfg.resolve(cfg.model.init) or previous / MODEL_DIR
-    model = _train_on_pseudo_labels(
-        cfg, env, out, resume, labeler, labeled, unlabeled, chosen, init, device
-    )
+    model = _train_on_pseudo_labels(cfg, env, out, resume, inputs, chosen, init)
     return {"model": str(out / MODEL_DIR), "trained": model, "selected": len(chosen)}
 
 
 def _stage3(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str, Any]:
+    inputs = _pseudo_label_inputs(cfg, env)
+    indices = range(len(inputs.unlabeled))
+    model = _train_on_pseudo_labels(
+        cfg, env, out, resume, inputs, indices, cfg.resolve(cfg.model.init)
+    )
+    return {"model": str(out / MODEL_DIR), "trained": model}
+
+
+class _PseudoLabelInputs(NamedTuple):
+    """What stages 2 and 3 start from: the previous stage's model as labeler, and the data."""
+
+    device: torch.device
+    previous: Path  # the previous stage's output directory
+    labeler: Any  # DAP loaded from previous / MODEL_DIR
+    labeled: Any  # the labeled datasets, concatenated
+    unlabeled: Any  # the unlabeled dataset to pseudo-label
+
+
+def _pseudo_label_inputs(cfg: TrainConfig, env: DistEnv) -> _PseudoLabelInputs:
     device = resolve_device(cfg, env)
     previous = cfg.resolve(cfg.previous)
     labeler = _load(previous / MODEL_DIR)
     labeled = concat(_datasets(cfg, cfg.data.labeled))
-    unlabeled = _unlabeled(cfg)
-    indices = range(len(unlabeled))
-    init = cfg.resolve(cfg.model.init)
-    model = _train_on_pseudo_labels(
-        cfg, env, out, resume, labeler, labeled, unlabeled, indices, init, device
-    )
-    return {"model": str(out / MODEL_DIR), "trained": model}
+    return _PseudoLabelInputs(device, previous, labeler, labeled, _unlabeled(cfg))
 
 
 def _train_on_pseudo_labels(
@@ -226,31 +234,28 @@ def _train_on_pseudo_labels(
     env: DistEnv,
     out: Path,
     resume: bool,
-    labeler: Any,
-    labeled: Any,
-    unlabeled: Any,
+    inputs: _PseudoLabelInputs,
     indices: Iterable[int],
     init: Path | None,
-    device: torch.device,
 ) -> Any:
-    """Write `labeler`'s pseudo labels of `unlabeled[indices]` under out/pseudo, then train the
-    model built from `init` on the labeled data plus those pseudo labels; returns it."""
+    """Write the labeler's pseudo labels of `unlabeled[indices]` under out/pseudo, then train
+    the model built from `init` on the labeled data plus those pseudo labels; returns it."""
     from dap_core.train.curation import PseudoLabelDataset, write_pseudo_labels
     from dap_core.train.tasks import build_model
 
     pseudo_dir = write_pseudo_labels(
-        labeler,
-        unlabeled,
+        inputs.labeler,
+        inputs.unlabeled,
         indices,
         out / "pseudo",
         env=env,
-        device=device,
+        device=inputs.device,
         batch_size=cfg.curation.batch_size,
         shard_size=cfg.curation.shard_size,
     )
-    pseudo = PseudoLabelDataset(pseudo_dir, unlabeled)
+    pseudo = PseudoLabelDataset(pseudo_dir, inputs.unlabeled)
     model = build_model(cfg, init)
-    return _train_depth(cfg, model, concat([labeled, pseudo]), env, out, resume)
+    return _train_depth(cfg, model, concat([inputs.labeled, pseudo]), env, out, resume)
 
 
 def curation_summary(rows, chosen) -> dict[str, Any]:
