@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
             snap = monitor.snapshot()
             if first_output is None and snap["messages"]["depth/image"] > 0:
                 first_output = now
-                print(f"first depth image after {now - start:.1f} s (backend {snap['backend']})")
+                print(f"first depth image after {now - start:.1f} s")
             if now >= next_row:
                 print(format_row(now - start, snap), flush=True)
                 next_row = now + TABLE_PERIOD_S
@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         f"accuracy over {snap['frames_scored']} frames: AbsRel {_fmt(snap['abs_rel'], '.3f')}, "
         f"δ1 {_fmt(snap['delta1'], '.3f')}, coverage {_fmt(snap['coverage'], '.3f')}"
     )
-    print(f"wrote {', '.join(written)} to {args.out}/")
+    print(f"backend {snap['backend'] or 'unknown'}; wrote {', '.join(written)} to {args.out}/")
     if silent or snap["frames_scored"] == 0:
         print(f"demo: FAILED — silent topics: {silent or 'none'}; scored {snap['frames_scored']}")
         return 1
