@@ -298,6 +298,18 @@ def load_scene_metadata(root: Path) -> dict[str, str]:
 # Readers
 
 
+def _find_pairs(
+    root, list_file, rgb_glob: str, depth_of: Callable[[Path], Path], scene: str
+) -> list[PanoramaRecord]:
+    """Records from a list file when given, else every `rgb_glob` match paired by `depth_of`."""
+    root = _root(root)
+    if list_file is not None:
+        return _records_from_list(root, Path(list_file), scene)
+    return [
+        PanoramaRecord(p, depth_of(p), _rel(p, root), scene) for p in sorted(root.glob(rgb_glob))
+    ]
+
+
 class Structured3D(PanoramaDataset):
     """Structured3D panoramas: `rgb_<lighting>.png` + `depth.png` (uint16 mm range)."""
 
@@ -305,15 +317,10 @@ class Structured3D(PanoramaDataset):
     default_scene = "indoor"
 
     def __init__(self, root, *, lighting: str = "rawlight", list_file=None, **kwargs) -> None:
-        root = _root(root)
-        if list_file is not None:
-            records = _records_from_list(root, Path(list_file), self.default_scene)
-        else:
-            pattern = f"scene_*/2D_rendering/*/panorama/full/rgb_{lighting}.png"
-            records = [
-                PanoramaRecord(p, p.with_name("depth.png"), _rel(p, root), self.default_scene)
-                for p in sorted(root.glob(pattern))
-            ]
+        pattern = f"scene_*/2D_rendering/*/panorama/full/rgb_{lighting}.png"
+        records = _find_pairs(
+            root, list_file, pattern, lambda p: p.with_name("depth.png"), self.default_scene
+        )
         super().__init__(records, **kwargs)
 
     def load_range(self, rec: PanoramaRecord) -> np.ndarray:
@@ -329,14 +336,12 @@ class Stanford2D3D(PanoramaDataset):
     default_scene = "indoor"
 
     def __init__(self, root, *, list_file=None, **kwargs) -> None:
-        root = _root(root)
-        if list_file is not None:
-            records = _records_from_list(root, Path(list_file), self.default_scene)
-        else:
-            records = []
-            for p in sorted(root.glob("**/pano/rgb/*_rgb.png")):
-                depth = p.parent.parent / "depth" / (p.name[: -len("_rgb.png")] + "_depth.png")
-                records.append(PanoramaRecord(p, depth, _rel(p, root), self.default_scene))
+        def depth_of(p: Path) -> Path:
+            return p.parent.parent / "depth" / (p.name[: -len("_rgb.png")] + "_depth.png")
+
+        records = _find_pairs(
+            root, list_file, "**/pano/rgb/*_rgb.png", depth_of, self.default_scene
+        )
         super().__init__(records, **kwargs)
 
     def load_range(self, rec: PanoramaRecord) -> np.ndarray:
@@ -354,19 +359,12 @@ class Matterport3D(PanoramaDataset):
     DEPTH_SUFFIX = "_depth_center_0.exr"
 
     def __init__(self, root, *, list_file=None, **kwargs) -> None:
-        root = _root(root)
-        if list_file is not None:
-            records = _records_from_list(root, Path(list_file), self.default_scene)
-        else:
-            records = [
-                PanoramaRecord(
-                    p,
-                    p.with_name(p.name[: -len(self.RGB_SUFFIX)] + self.DEPTH_SUFFIX),
-                    _rel(p, root),
-                    self.default_scene,
-                )
-                for p in sorted(root.glob(f"**/*{self.RGB_SUFFIX}"))
-            ]
+        def depth_of(p: Path) -> Path:
+            return p.with_name(p.name[: -len(self.RGB_SUFFIX)] + self.DEPTH_SUFFIX)
+
+        records = _find_pairs(
+            root, list_file, f"**/*{self.RGB_SUFFIX}", depth_of, self.default_scene
+        )
         super().__init__(records, **kwargs)
 
     def load_range(self, rec: PanoramaRecord) -> np.ndarray:
@@ -385,15 +383,10 @@ class Deep360(PanoramaDataset):
     default_scene = "outdoor"
 
     def __init__(self, root, *, list_file=None, **kwargs) -> None:
-        root = _root(root)
-        if list_file is not None:
-            records = _records_from_list(root, Path(list_file), self.default_scene)
-        else:
-            records = []
-            for p in sorted(root.glob("**/rgb/*_rgb*.png")):
-                stem = p.name[: p.name.rindex("_rgb")]
-                depth = p.parent.parent / "depth" / f"{stem}_depth.npz"
-                records.append(PanoramaRecord(p, depth, _rel(p, root), self.default_scene))
+        def depth_of(p: Path) -> Path:
+            return p.parent.parent / "depth" / f"{p.name[: p.name.rindex('_rgb')]}_depth.npz"
+
+        records = _find_pairs(root, list_file, "**/rgb/*_rgb*.png", depth_of, self.default_scene)
         super().__init__(records, **kwargs)
 
     def load_rgb(self, rec: PanoramaRecord) -> np.ndarray:
