@@ -20,7 +20,7 @@ from dap_core.train.curation import (
 )
 from dap_core.train.discriminator import DepthCritic
 from dap_core.train.distributed import DistEnv
-from dap_core.train.stages import curation_summary
+from dap_core.train.stages import critic_dataset, curation_summary
 from dap_core.train.tasks import build_model, pseudo_label
 
 
@@ -166,3 +166,25 @@ def test_pseudo_label_shards_hold_the_labelers_output(tmp_path, tiny):
     )
     assert (out / "shard_00000.npy").stat().st_mtime_ns == kept
     assert (out / "shard_00001.json").is_file()
+
+
+def test_critic_fakes_rgb_critic_gets_mismatched_labeled_pairs():
+    # Each "image" is filled with its own index, so the pairing can be read off the pixels.
+    labeled = [{"rgb": torch.full((3, 2, 4), float(i))} for i in range(16)]
+    unlabeled = [{"rgb": torch.full((3, 2, 4), 100.0 + i)} for i in range(5)]
+
+    def section(**kw):
+        return config_from_dict({"discriminator": kw}).discriminator
+
+    rgb_critic = critic_dataset(section(use_rgb=True, fakes="labeled"), labeled, unlabeled)
+    partners = [int(rgb_critic[i]["fake_rgb"][0, 0, 0]) for i in range(16)]
+    # fakes come from the labeled set, never from the panorama itself, and every labeled
+    # panorama serves as a fake exactly once (a permutation without fixed points)
+    assert all(p != i for i, p in enumerate(partners))
+    assert sorted(partners) == list(range(16))
+    assert all(int(rgb_critic[i]["rgb"][0, 0, 0]) == i for i in range(16))
+
+    depth_critic = critic_dataset(section(use_rgb=False, fakes="labeled"), labeled, unlabeled)
+    assert depth_critic is labeled  # predictions of the same images, no partner image
+    cross = critic_dataset(section(use_rgb=False, fakes="unlabeled"), labeled, unlabeled)
+    assert all(float(cross[i]["fake_rgb"][0, 0, 0]) >= 100.0 for i in range(16))

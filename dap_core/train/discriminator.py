@@ -1,8 +1,11 @@
 """Stage 2's depth-quality discriminator: a PatchGAN on range maps (+ RGB).
 
-Trained with synthetic ground truth as "real" and the stage-1 labeler's predictions on the
-same images as "fake" (paper §3.2); its mean patch probability then scores how plausible a
-pseudo label looks. The paper does not give its architecture; this is the pix2pix PatchGAN
+Trained with synthetic ground truth as "real" and the stage-1 labeler's predictions as "fake"
+(paper §3.2); its mean patch probability then scores how plausible a pseudo label looks. An
+RGB-conditioned critic gets mismatched fakes (the prediction of another labeled panorama with
+this image, see `stages._stage2`), so it learns whether a range map fits its image rather than
+how predictions look; that is what ranked the tiny run's pseudo labels (training/README.md).
+The paper does not give its architecture; this is the pix2pix PatchGAN
 (4x4 convolutions, stride 2, LeakyReLU 0.2, instance norm from the second layer), with the
 input choices below.
 

@@ -146,14 +146,14 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
     inputs = _pseudo_label_inputs(cfg, env)
     device, previous, labeler, labeled, unlabeled = inputs
 
-    # (a) critic: GT "real" vs labeler "fake" on labeled data
+    # (a) critic: GT "real" vs labeler "fake" (see DiscriminatorSection.fakes)
     critic_task = CriticTask(cfg, labeler)
     d = cfg.discriminator
     critic_path = out / "critic" / "critic.pt"
     if resume and critic_path.is_file():
         critic_task.module.load_state_dict(torch.load(critic_path, map_location="cpu"))
     else:
-        critic_data = PairedForCritic(labeled, unlabeled) if d.fakes == "unlabeled" else labeled
+        critic_data = critic_dataset(d, labeled, unlabeled)
         trainer = Trainer(
             cfg,
             critic_task,
@@ -256,6 +256,19 @@ def _train_on_pseudo_labels(
     pseudo = PseudoLabelDataset(pseudo_dir, inputs.unlabeled)
     model = build_model(cfg, init)
     return _train_depth(cfg, model, concat([inputs.labeled, pseudo]), env, out, resume)
+
+
+def critic_dataset(d, labeled, unlabeled):
+    """Stage 2's critic training set for discriminator section `d` (fakes from "fake_rgb")."""
+    if d.fakes == "unlabeled":
+        return PairedForCritic(labeled, unlabeled)
+    if d.use_rgb:
+        # Mismatched pairs: the fake is the labeler's range of another labeled panorama, judged
+        # with this one's image, so "fits the image like GT does" is the only cue left. With
+        # the prediction of the same image as fake, the tiny run's ranking was inverted
+        # (training/README.md).
+        return PairedForCritic(labeled, labeled)
+    return labeled
 
 
 def curation_summary(rows, chosen) -> dict[str, Any]:
