@@ -34,6 +34,7 @@ setup(
         "torch>=2.4",
         "tqdm>=4.60",
         "onnx>=1.16",
+        "onnxscript>=0.2",  # torch.export-based ONNX exporter (torch.onnx.export dynamo=True)
         "onnxruntime>=1.18",
         "plyfile>=1.0",
         "tensorboard>=2.14",
