@@ -35,14 +35,13 @@ TABLE_PERIOD_S = 2.0
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'256x512' -> (256, 512); the panorama must be 2:1."""
+    """'256x512' -> (256, 512); argparse shows the reason when the size is not 2:1."""
+    from dap_core.commands.common import parse_panorama_size
+
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
+        return parse_panorama_size(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"size must look like 256x512, got '{text}'") from err
-    if height <= 0 or width != 2 * height:
-        raise argparse.ArgumentTypeError(f"an ERP panorama is 2:1 (e.g. 256x512), got '{text}'")
-    return height, width
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def build_parser() -> argparse.ArgumentParser:

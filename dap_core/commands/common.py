@@ -16,6 +16,14 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return height, width
 
 
+def parse_panorama_size(text: str) -> tuple[int, int]:
+    """ "256x512" -> (256, 512), refusing anything but an equirectangular H x 2H size."""
+    height, width = parse_size(text)
+    if height < 2 or width != 2 * height:
+        raise ValueError(f"an ERP panorama is H x 2H (2:1, e.g. 256x512), got {text!r}")
+    return height, width
+
+
 def parse_thresholds(text: str | None) -> tuple[int, ...] | None:
     """ "10,50" -> (10, 50); "none" -> (); None -> None (every head)."""
     if text is None:

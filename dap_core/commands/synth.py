@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from dap_core.commands.common import parse_panorama_size
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -35,17 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x512' -> (256, 512); W must be 2H."""
-    try:
-        h, w = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--size must look like 256x512, got {text!r}") from None
-    if h < 2 or w != 2 * h:
-        raise ValueError(f"--size must be H x 2H (equirectangular), got {h}x{w}")
-    return h, w
-
-
 def preview(sample) -> np.ndarray:
     """RGB | colourised range | normals, side by side (uint8 RGB)."""
     import numpy as np
@@ -69,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
-    height, width = parse_size(args.size)
+    height, width = parse_panorama_size(args.size)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scene = None if args.scene == "any" else args.scene
