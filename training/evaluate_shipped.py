@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dap_core.commands.common import parse_panorama_size
 from dap_core.data.synthetic import generate_panorama
 from dap_core.metrics import depth_metrics
 from dap_core.runtime import Predictor
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64, help="panoramas per domain")
     parser.add_argument("--size", default="256x512", help="camera resolution HxW")
     args = parser.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
+    size = parse_panorama_size(args.size)
     predictor = Predictor(args.weights, backend="torch", device="cpu")
     print(
         f"{args.weights}: {args.n} panoramas per domain at {size[0]}x{size[1]}, seeds from "
