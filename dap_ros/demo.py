@@ -231,12 +231,12 @@ def run(args: argparse.Namespace) -> int:
                 if process.poll() is not None:
                     print(f"demo: a node exited early (status {process.returncode}); see {log_dir}")
                     return 1
-            snap = monitor.snapshot()
-            if first_output is None and snap["messages"]["depth/image"] > 0:
+            if first_output is None and monitor.stats["depth/image"].count > 0:
                 first_output = now
                 print(f"first depth image after {now - start:.1f} s")
             if now >= next_row:
-                print(format_row(now - start, snap), flush=True)
+                # The full snapshot (percentiles, rates) only when a row is printed.
+                print(format_row(now - start, monitor.snapshot()), flush=True)
                 next_row = now + TABLE_PERIOD_S
             if first_output is None and now - start > STARTUP_GRACE_S:
                 print(f"demo: no depth image within {STARTUP_GRACE_S:.0f} s; see {log_dir}")
