@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,8 @@ from dap_core.train.config import config_from_dict, load_config
 from dap_core.train.data import StreamSampler
 from dap_core.train.distributed import DistEnv
 from dap_core.train.evaluate import evaluate_model, format_table
-from dap_core.train.tasks import build_model
+from dap_core.train.tasks import build_augment, build_model
+from dap_core.train.trainer import lr_factor
 
 SHIPPED = [
     "training/stage1.yaml",
@@ -52,6 +55,32 @@ def test_base_merge_overrides_and_strictness(tmp_path):
         config_from_dict({"discriminator": {"use_rgb": True, "fakes": "unlabeled"}})
     with pytest.raises(ValueError, match="expected a number"):
         config_from_dict({"optim": {"lr_decoder": "fast"}})
+    with pytest.raises(ValueError, match=r"optim\.decay"):
+        config_from_dict({"optim": {"decay": "linear"}})
+    with pytest.raises(ValueError, match="camera_effects"):
+        config_from_dict({"data": {"camera_effects": 1.5}})
+
+
+def test_learning_rate_warmup_then_cosine_to_the_floor():
+    optim = config_from_dict(
+        {"optim": {"warmup_steps": 10, "decay": "cosine", "min_lr_ratio": 0.1}}
+    ).optim
+    total = 111  # steps 0..110: warm-up 0..9, cosine over 10..110
+    assert lr_factor(optim, 0, total) == pytest.approx(0.1)
+    assert lr_factor(optim, 9, total) == pytest.approx(1.0)
+    assert lr_factor(optim, 10, total) == pytest.approx(1.0)
+    assert lr_factor(optim, 60, total) == pytest.approx(0.55)  # half way: (1 + 0.1) / 2
+    assert lr_factor(optim, 110, total) == pytest.approx(0.1)
+    factors = [lr_factor(optim, s, total) for s in range(10, total)]
+    assert all(a >= b for a, b in itertools.pairwise(factors))
+    constant = config_from_dict({"optim": {"warmup_steps": 4}}).optim
+    assert [lr_factor(constant, s, 50) for s in (0, 3, 4, 49)] == [0.25, 1.0, 1.0, 1.0]
+
+
+def test_camera_effects_reach_the_augmentation_only_when_asked():
+    assert build_augment(config_from_dict({"data": {"camera_effects": 0.0}})).camera is None
+    camera = build_augment(config_from_dict({"data": {"camera_effects": 0.6}})).camera
+    assert camera is not None and camera.p == 0.6
 
 
 def test_stream_shards_ranks_and_resumes_exactly():

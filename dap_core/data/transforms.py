@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from dap_core import geometry
+from dap_core.data.camera_effects import CameraEffects
 
 # YIQ, in which a hue change is a rotation of the (I, Q) chroma plane.
 _RGB_TO_YIQ = torch.tensor(
@@ -105,6 +106,7 @@ class PanoramaAugment:
 
     brightness, contrast, saturation: maximum relative change (0.2 -> factor in [0.8, 1.2]);
     hue: maximum rotation in turns. flip_p: probability of a flip. roll: uniform yaw roll.
+    camera: optional consumer-camera degradation applied last (see `CameraEffects`).
     """
 
     roll: bool = True
@@ -114,6 +116,7 @@ class PanoramaAugment:
     saturation: float = 0.2
     hue: float = 0.05
     jitter_p: float = 0.8
+    camera: CameraEffects | None = None
 
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
         out = sample
@@ -131,4 +134,6 @@ class PanoramaAugment:
                 saturation=_uniform(generator, 1 - self.saturation, 1 + self.saturation),
                 hue=_uniform(generator, -self.hue, self.hue),
             )
+        if self.camera is not None:
+            out = self.camera(out, generator)
         return out

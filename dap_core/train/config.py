@@ -38,6 +38,8 @@ class DataSection:
 
     size: [H, W] every reader resizes to. augment: colour jitter strength, yaw roll and the
     horizontal flip probability (the paper's augmentations, applied consistently to geometry).
+    camera_effects: probability of degrading a training sample's RGB like a consumer 360° camera
+    (`dap_core.data.camera_effects`; 0 = off), the sim-to-real augmentation of the labeler.
     """
 
     size: tuple[int, int] = (512, 1024)
@@ -46,13 +48,21 @@ class DataSection:
     color_jitter: float = 0.2
     yaw_roll: bool = True
     hflip_prob: float = 0.5
+    camera_effects: float = 0.0
     num_workers: int = 0
     on_error: str = "skip"
 
 
+LR_DECAYS = ("none", "cosine")
+
+
 @dataclass(frozen=True)
 class OptimSection:
-    """Adam with separate learning rates for the backbone and the decoders (paper §4)."""
+    """Adam with separate learning rates for the backbone and the decoders (paper §4).
+
+    Linear warm-up over warmup_steps, then constant (decay "none") or a cosine decay to
+    min_lr_ratio x the base rate at the run's last step (decay "cosine").
+    """
 
     lr_backbone: float = 5e-6
     lr_decoder: float = 5e-5
@@ -60,6 +70,8 @@ class OptimSection:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     warmup_steps: int = 0
+    decay: str = "none"
+    min_lr_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,14 @@ class TrainConfig:
             )
         if self.schedule.batch_size < 1 or self.schedule.max_steps < 0:
             raise ValueError("schedule.batch_size must be >= 1 and max_steps >= 0")
+        if self.optim.decay not in LR_DECAYS:
+            raise ValueError(f"optim.decay must be one of {LR_DECAYS}, got {self.optim.decay!r}")
+        if not 0.0 <= self.optim.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}")
+        if not 0.0 <= self.data.camera_effects <= 1.0:
+            raise ValueError(
+                f"data.camera_effects is a probability in [0, 1], got {self.data.camera_effects}"
+            )
 
     def resolve(self, path: str | None) -> Path | None:
         """A path from the config; relative paths are relative to the working directory

@@ -191,10 +191,11 @@ class CriticTask:
 def build_augment(cfg: TrainConfig):
     """`PanoramaAugment` from the data section (a callable (item, torch.Generator) -> item),
     or None when every augmentation is off."""
+    from dap_core.data.camera_effects import CameraEffects
     from dap_core.data.transforms import PanoramaAugment
 
     d = cfg.data
-    if d.color_jitter <= 0 and not d.yaw_roll and d.hflip_prob <= 0:
+    if d.color_jitter <= 0 and not d.yaw_roll and d.hflip_prob <= 0 and d.camera_effects <= 0:
         return None
     jitter = max(d.color_jitter, 0.0)
     return PanoramaAugment(
@@ -205,4 +206,5 @@ def build_augment(cfg: TrainConfig):
         saturation=jitter,
         hue=jitter / 4,  # torchvision-style: hue in turns, a quarter of the other factors
         jitter_p=0.8 if jitter > 0 else 0.0,
+        camera=CameraEffects(p=d.camera_effects) if d.camera_effects > 0 else None,
     )

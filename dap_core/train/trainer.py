@@ -11,6 +11,7 @@ rank follows).
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,8 +216,7 @@ class Trainer:
         return TrainResult(self.step, self.elapsed_s, logs, stopped_by)
 
     def _set_lr(self) -> None:
-        warmup = self.cfg.optim.warmup_steps
-        factor = min(1.0, (self.step + 1) / warmup) if warmup > 0 else 1.0
+        factor = lr_factor(self.cfg.optim, self.step, self.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
 
@@ -280,3 +280,16 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def lr_factor(optim, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rates for 0-based `step` of a `total_steps` run:
+    linear warm-up, then constant or a cosine decay that reaches min_lr_ratio at the last step."""
+    warmup = optim.warmup_steps
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if optim.decay == "none" or total_steps <= warmup + 1:
+        return 1.0
+    progress = min(1.0, (step - warmup) / (total_steps - 1 - warmup))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * cosine

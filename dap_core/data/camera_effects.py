@@ -1,0 +1,126 @@
+"""Random consumer-camera degradations of a clean rendered panorama (sim-to-real augmentation).
+
+A labeler trained only on clean synthetic renders leans on cues a real 360° camera does not
+keep: exact colours, exposure, sharp edges, a bright sky. `CameraEffects` degrades the RGB of a
+training sample the way such a camera does, each effect with random strength: exposure and
+white-balance error, a tone curve, desaturation, lens fall-off along one horizontal axis,
+optical blur (wrapping at the seam), sensor noise, JPEG compression, and distance haze that
+uses the sample's ground-truth range (sky counts as infinitely far). Only `rgb` changes;
+geometry is untouched. Every random choice comes from the given `torch.Generator`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _uniform(gen: torch.Generator | None, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _chance(gen: torch.Generator | None, p: float) -> bool:
+    return float(torch.rand((), generator=gen)) < p
+
+
+def gaussian_blur_wrapped(rgb: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [3, H, W]: wraps across the ±180° seam, clamps at the poles."""
+    if sigma <= 0:
+        return rgb
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=rgb.dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    img = rgb[:, None]  # [3, 1, H, W]: one channel per "batch" item
+    img = F.pad(img, (radius, radius, 0, 0), mode="circular")
+    img = F.conv2d(img, kernel.view(1, 1, 1, -1))
+    img = F.pad(img, (0, 0, radius, radius), mode="replicate")
+    img = F.conv2d(img, kernel.view(1, 1, -1, 1))
+    return img[:, 0]
+
+
+def jpeg_round_trip(rgb: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode [3, H, W] in [0, 1] as JPEG at `quality` and decode it again."""
+    img = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    ok, buf = cv2.imencode(
+        ".jpg", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise RuntimeError("JPEG encoding failed")
+    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float().div_(255.0)
+
+
+@dataclass(frozen=True)
+class CameraEffects:
+    """Degrade `sample["rgb"]` (float [3, H, W] in [0, 1]) like a consumer 360° camera.
+
+    p: probability of applying the chain at all; each effect then has its own probability
+    and a strength drawn uniformly from its range. haze uses `sample["range_m"]` when present.
+    """
+
+    p: float = 0.8
+    exposure_ev: float = 0.8  # exposure error in stops, ±
+    white_balance: float = 0.15  # per-channel gain error, ±
+    gamma: tuple[float, float] = (0.8, 1.25)
+    saturation: tuple[float, float] = (0.5, 1.0)
+    falloff: tuple[float, float] = (0.0, 0.3)  # darkening 90° off a random lens axis
+    blur_sigma: tuple[float, float] = (0.3, 1.3)  # pixels
+    noise_std: tuple[float, float] = (0.0, 0.03)
+    jpeg_quality: tuple[int, int] = (35, 90)
+    haze_p: float = 0.5
+    haze_m: tuple[float, float] = (30.0, 4000.0)  # haze length, log-uniform
+    effect_p: float = 0.7
+
+    def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
+        if not _chance(generator, self.p):
+            return sample
+        g = generator
+        rgb = sample["rgb"].float().clone()
+        height, width = rgb.shape[-2:]
+        if "range_m" in sample and _chance(g, self.haze_p):
+            rgb = self._haze(rgb, sample["range_m"].reshape(height, width), g)
+        gains = torch.tensor(
+            [2.0 ** _uniform(g, -self.exposure_ev, self.exposure_ev)] * 3
+        ) * torch.tensor(
+            [_uniform(g, 1 - self.white_balance, 1 + self.white_balance) for _ in "rgb"]
+        )
+        rgb = rgb * gains.view(3, 1, 1)
+        if _chance(g, self.effect_p):
+            axis = _uniform(g, -math.pi, math.pi)
+            lon = (torch.arange(width, dtype=rgb.dtype) + 0.5) / width * 2 * math.pi - math.pi
+            off_axis = 1 - torch.cos(lon - axis).abs()
+            rgb = rgb * (1 - _uniform(g, *self.falloff) * off_axis**2)
+        rgb = rgb.clamp(0, 1) ** _uniform(g, *self.gamma)
+        if _chance(g, self.effect_p):
+            grey = rgb.mean(0, keepdim=True)
+            rgb = grey + (rgb - grey) * _uniform(g, *self.saturation)
+        if _chance(g, self.effect_p):
+            rgb = gaussian_blur_wrapped(rgb, _uniform(g, *self.blur_sigma))
+        if _chance(g, self.effect_p):
+            std = _uniform(g, *self.noise_std)
+            rgb = rgb + std * torch.randn(rgb.shape, generator=g) * rgb.clamp_min(0.05).sqrt()
+        rgb = rgb.clamp(0, 1)
+        if _chance(g, self.effect_p):
+            lo, hi = self.jpeg_quality
+            rgb = jpeg_round_trip(rgb, round(_uniform(g, lo, hi)))
+        out = dict(sample)
+        out["rgb"] = rgb.to(sample["rgb"].dtype)
+        return out
+
+    def _haze(
+        self, rgb: torch.Tensor, range_m: torch.Tensor, g: torch.Generator | None
+    ) -> torch.Tensor:
+        """Blend towards a pale haze colour by 1 - exp(-range / L); sky (inf) becomes haze."""
+        lo, hi = (math.log(v) for v in self.haze_m)
+        length = math.exp(_uniform(g, lo, hi))
+        r = torch.nan_to_num(range_m.float(), nan=0.0, posinf=1e9).clamp_min(0)
+        fraction = 1 - torch.exp(-r / length)
+        level = _uniform(g, 0.6, 0.9)
+        colour = torch.tensor([level * _uniform(g, 0.95, 1.05) for _ in "rgb"]).clamp(0, 1)
+        return rgb + (colour.view(3, 1, 1) - rgb) * fraction

@@ -1,0 +1,74 @@
+"""Consumer-camera degradations: only RGB changes, seeded, physically sensible pieces."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dap_core.data.camera_effects import CameraEffects, gaussian_blur_wrapped, jpeg_round_trip
+
+
+def _sample(height: int = 32, width: int = 64) -> dict:
+    gen = torch.Generator().manual_seed(3)
+    range_m = torch.rand(1, height, width, generator=gen) * 20 + 0.5
+    range_m[:, :4] = math.inf  # a band of sky
+    return {
+        "rgb": torch.rand(3, height, width, generator=gen),
+        "range_m": range_m,
+        "valid": torch.ones(1, height, width, dtype=torch.bool),
+    }
+
+
+def test_only_rgb_changes_and_a_seed_reproduces_it():
+    sample = _sample()
+    effects = CameraEffects(p=1.0, effect_p=1.0, haze_p=1.0)
+    a = effects(sample, torch.Generator().manual_seed(5))
+    b = effects(sample, torch.Generator().manual_seed(5))
+    c = effects(sample, torch.Generator().manual_seed(6))
+    assert torch.equal(a["rgb"], b["rgb"]) and not torch.equal(a["rgb"], c["rgb"])
+    assert a["range_m"] is sample["range_m"] and a["valid"] is sample["valid"]
+    assert a["rgb"].shape == sample["rgb"].shape and a["rgb"].dtype == torch.float32
+    assert float(a["rgb"].min()) >= 0.0 and float(a["rgb"].max()) <= 1.0
+    assert not torch.equal(a["rgb"], sample["rgb"])
+    assert CameraEffects(p=0.0)(sample, torch.Generator()) is sample
+
+
+def test_haze_turns_sky_into_the_haze_colour_and_leaves_near_pixels():
+    sample = _sample()
+    sample["range_m"][:, 20:] = 0.0  # at the lens: no haze
+    haze_only = CameraEffects(
+        p=1.0, effect_p=0.0, haze_p=1.0, exposure_ev=0.0, white_balance=0.0, gamma=(1.0, 1.0)
+    )
+    out = haze_only(sample, torch.Generator().manual_seed(0))["rgb"]
+    sky = out[:, :4]
+    colour = sky[:, 0, 0]
+    assert torch.allclose(sky, colour.view(3, 1, 1).expand_as(sky), atol=1e-6)
+    assert float(colour.min()) >= 0.6 * 0.95 - 1e-6 and float(colour.max()) <= 0.9 * 1.05 + 1e-6
+    assert torch.allclose(out[:, 20:], sample["rgb"][:, 20:], atol=1e-6)
+
+
+def test_blur_keeps_mass_and_wraps_across_the_seam():
+    img = torch.zeros(3, 16, 32)
+    img[:, 8, 0] = 1.0
+    out = gaussian_blur_wrapped(img, 1.0)
+    assert float(out.sum()) == pytest.approx(3.0, abs=1e-5)  # no energy lost at the seam
+    assert torch.allclose(out[:, 8, 31], out[:, 8, 1])  # symmetric around column 0
+    # 3-sigma kernel, sigma 1: g(0) = 1 / 2.5058, g(1) = e^-0.5 / 2.5058, so (row 0, col 1) = g0 g1
+    norm = 1 + 2 * (math.exp(-0.5) + math.exp(-2) + math.exp(-4.5))  # 2.50584
+    g0, g1 = 1 / norm, math.exp(-0.5) / norm
+    assert float(out[0, 8, 1]) == pytest.approx(g0 * g1, abs=1e-5)
+    assert float(out[0, 8, 0]) == pytest.approx(g0 * g0, abs=1e-5)
+    flat = torch.full((3, 16, 32), 0.4)
+    assert torch.allclose(gaussian_blur_wrapped(flat, 2.0), flat, atol=1e-6)
+    assert gaussian_blur_wrapped(img, 0.0) is img
+
+
+def test_jpeg_round_trip_is_close_on_a_smooth_image():
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 64), indexing="ij")
+    img = torch.stack([x, y, 0.5 * (x + y)])
+    out = jpeg_round_trip(img, 90)
+    assert out.shape == img.shape and out.dtype == torch.float32
+    assert float((out - img).abs().mean()) < 0.02
+    assert float((jpeg_round_trip(img, 10) - img).abs().mean()) > float((out - img).abs().mean())
