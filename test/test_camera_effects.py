@@ -33,6 +33,8 @@ def test_only_rgb_changes_and_a_seed_reproduces_it():
     assert float(a["rgb"].min()) >= 0.0 and float(a["rgb"].max()) <= 1.0
     assert not torch.equal(a["rgb"], sample["rgb"])
     assert CameraEffects(p=0.0)(sample, torch.Generator()) is sample
+    photo = {**sample, "domain": "pseudo"}  # already a camera image: left alone
+    assert effects(photo, torch.Generator().manual_seed(5)) is photo
 
 
 def test_haze_turns_sky_into_the_haze_colour_and_leaves_near_pixels():

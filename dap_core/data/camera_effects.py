@@ -6,7 +6,9 @@ training sample the way such a camera does, each effect with random strength: ex
 white-balance error, a tone curve, desaturation, lens fall-off along one horizontal axis,
 optical blur (wrapping at the seam), sensor noise, JPEG compression, and distance haze that
 uses the sample's ground-truth range (sky counts as infinitely far). Only `rgb` changes;
-geometry is untouched. Every random choice comes from the given `torch.Generator`.
+geometry is untouched. Every random choice comes from the given `torch.Generator`. Samples that
+already come from a camera (domain "real", or "pseudo" for pseudo-labeled photos) pass through
+unchanged: only renders are degraded.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class CameraEffects:
 
     p: probability of applying the chain at all; each effect then has its own probability
     and a strength drawn uniformly from its range. haze uses `sample["range_m"]` when present.
+    Samples whose "domain" is in `camera_domains` are returned as they are.
     """
 
     p: float = 0.8
@@ -76,9 +79,10 @@ class CameraEffects:
     haze_p: float = 0.5
     haze_m: tuple[float, float] = (30.0, 4000.0)  # haze length, log-uniform
     effect_p: float = 0.7
+    camera_domains: tuple[str, ...] = ("real", "pseudo")
 
     def __call__(self, sample: dict, generator: torch.Generator | None = None) -> dict:
-        if not _chance(generator, self.p):
+        if sample.get("domain") in self.camera_domains or not _chance(generator, self.p):
             return sample
         g = generator
         rgb = sample["rgb"].float().clone()
