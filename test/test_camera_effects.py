@@ -74,3 +74,27 @@ def test_jpeg_round_trip_is_close_on_a_smooth_image():
     assert out.shape == img.shape and out.dtype == torch.float32
     assert float((out - img).abs().mean()) < 0.02
     assert float((jpeg_round_trip(img, 10) - img).abs().mean()) > float((out - img).abs().mean())
+
+
+def test_shading_is_a_smooth_seamless_gain_within_its_bound():
+    effects = CameraEffects(shading_ev=2.0)
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(10):
+        stops = effects._shading(32, 64, gen).log2()
+        assert stops.shape == (1, 32, 64)
+        assert float(stops.abs().max()) <= 2.0 + 1e-6
+        step = (stops[..., 1:] - stops[..., :-1]).abs().max()
+        seam = (stops[..., 0] - stops[..., -1]).abs().max()
+        assert float(seam) <= float(step) + 1e-6  # no edge at ±180°: like any neighbour pair
+    sample = _sample()
+    only_shading = CameraEffects(
+        p=1.0,
+        effect_p=0.0,
+        haze_p=0.0,
+        exposure_ev=0.0,
+        white_balance=0.0,
+        gamma=(1.0, 1.0),
+        shading_ev=2.0,
+    )
+    # effect_p = 0 switches shading off like every other optional effect
+    assert torch.allclose(only_shading(sample, gen)["rgb"], sample["rgb"], atol=1e-6)

@@ -79,8 +79,9 @@ def test_learning_rate_warmup_then_cosine_to_the_floor():
 
 def test_camera_effects_reach_the_augmentation_only_when_asked():
     assert build_augment(config_from_dict({"data": {"camera_effects": 0.0}})).camera is None
-    camera = build_augment(config_from_dict({"data": {"camera_effects": 0.6}})).camera
-    assert camera is not None and camera.p == 0.6
+    data = {"camera_effects": 0.6, "camera_shading_ev": 1.5}
+    camera = build_augment(config_from_dict({"data": data})).camera
+    assert camera is not None and camera.p == 0.6 and camera.shading_ev == 1.5
 
 
 def test_stream_shards_ranks_and_resumes_exactly():

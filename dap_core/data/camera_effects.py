@@ -2,13 +2,14 @@
 
 A labeler trained only on clean synthetic renders leans on cues a real 360° camera does not
 keep: exact colours, exposure, sharp edges, a bright sky. `CameraEffects` degrades the RGB of a
-training sample the way such a camera does, each effect with random strength: exposure and
-white-balance error, a tone curve, desaturation, lens fall-off along one horizontal axis,
-optical blur (wrapping at the seam), sensor noise, JPEG compression, and distance haze that
-uses the sample's ground-truth range (sky counts as infinitely far). Only `rgb` changes;
-geometry is untouched. Every random choice comes from the given `torch.Generator`. Samples that
-already come from a camera (domain "real", or "pseudo" for pseudo-labeled photos) pass through
-unchanged: only renders are degraded.
+training sample the way such a camera does, each effect with random strength: uneven lighting
+(a smooth random gain field and a top-to-bottom gradient, so brightness stops being a depth
+cue), exposure and white-balance error, a tone curve, desaturation, lens fall-off along one
+horizontal axis, optical blur (wrapping at the seam), sensor noise, JPEG compression, and
+distance haze that uses the sample's ground-truth range (sky counts as infinitely far). Only
+`rgb` changes; geometry is untouched. Every random choice comes from the given
+`torch.Generator`. Samples that already come from a camera (domain "real", or "pseudo" for
+pseudo-labeled photos) pass through unchanged: only renders are degraded.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ class CameraEffects:
     jpeg_quality: tuple[int, int] = (35, 90)
     haze_p: float = 0.5
     haze_m: tuple[float, float] = (30.0, 4000.0)  # haze length, log-uniform
+    shading_ev: float = 0.0  # uneven lighting: smooth gain field and vertical gradient, ± stops
+    shading_grid: tuple[int, int] = (3, 6)  # knots of the smooth field (rows, columns)
     effect_p: float = 0.7
     camera_domains: tuple[str, ...] = ("real", "pseudo")
 
@@ -89,6 +92,8 @@ class CameraEffects:
         height, width = rgb.shape[-2:]
         if "range_m" in sample and _chance(g, self.haze_p):
             rgb = self._haze(rgb, sample["range_m"].reshape(height, width), g)
+        if self.shading_ev > 0 and _chance(g, self.effect_p):
+            rgb = rgb * self._shading(height, width, g)
         gains = torch.tensor(
             [2.0 ** _uniform(g, -self.exposure_ev, self.exposure_ev)] * 3
         ) * torch.tensor(
@@ -116,6 +121,21 @@ class CameraEffects:
         out = dict(sample)
         out["rgb"] = rgb.to(sample["rgb"].dtype)
         return out
+
+    def _shading(self, height: int, width: int, g: torch.Generator | None) -> torch.Tensor:
+        """Gain [1, H, W] = 2^(smooth field + vertical gradient), within ±shading_ev: the field
+        is a sum of low longitude harmonics (periodic, so seamless at ±180°) whose amplitude
+        varies with latitude; the gradient brightens the top or the bottom."""
+        half = self.shading_ev / 2
+        lon = (torch.arange(width) + 0.5) / width * 2 * math.pi - math.pi
+        sin_lat = torch.cos((torch.arange(height) + 0.5) / height * math.pi)  # +1 top, -1 bottom
+        field = torch.zeros(height, width)
+        for k in (1, 2):
+            wave = torch.cos(k * lon + _uniform(g, -math.pi, math.pi))
+            tilt = _uniform(g, -1.0, 1.0)
+            field += (_uniform(g, -half, half) / 2) * (1 + tilt * sin_lat)[:, None] * wave
+        field += _uniform(g, -half, half) * sin_lat[:, None]
+        return torch.exp2(field.clamp(-self.shading_ev, self.shading_ev))[None]
 
     def _haze(
         self, rgb: torch.Tensor, range_m: torch.Tensor, g: torch.Generator | None

@@ -39,7 +39,8 @@ class DataSection:
     size: [H, W] every reader resizes to. augment: colour jitter strength, yaw roll and the
     horizontal flip probability (the paper's augmentations, applied consistently to geometry).
     camera_effects: probability of degrading a training sample's RGB like a consumer 360° camera
-    (`dap_core.data.camera_effects`; 0 = off), the sim-to-real augmentation of the labeler.
+    (`dap_core.data.camera_effects`; 0 = off), the sim-to-real augmentation of the labeler;
+    camera_shading_ev: strength of its uneven-lighting effect in stops (0 = off).
     """
 
     size: tuple[int, int] = (512, 1024)
@@ -49,6 +50,7 @@ class DataSection:
     yaw_roll: bool = True
     hflip_prob: float = 0.5
     camera_effects: float = 0.0
+    camera_shading_ev: float = 0.0
     num_workers: int = 0
     on_error: str = "skip"
 
@@ -198,6 +200,10 @@ class TrainConfig:
             raise ValueError(f"optim.decay must be one of {LR_DECAYS}, got {self.optim.decay!r}")
         if not 0.0 <= self.optim.min_lr_ratio <= 1.0:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}")
+        if self.data.camera_shading_ev < 0:
+            raise ValueError(
+                f"data.camera_shading_ev must be >= 0, got {self.data.camera_shading_ev}"
+            )
         if not 0.0 <= self.data.camera_effects <= 1.0:
             raise ValueError(
                 f"data.camera_effects is a probability in [0, 1], got {self.data.camera_effects}"
