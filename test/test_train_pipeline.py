@@ -15,8 +15,9 @@ from train_utils import run_train
 
 # (a) Curation: the kept pseudo labels must be clearly better than the rejected ones, not
 # merely equal. 0.85: with the default critic (RGB + gated label, mismatched labeled fakes) the
-# ratio was 0.49 on this run and 0.48-0.62 (mean 0.53, sd 0.05) across stage-2 seeds 0-7 with
-# the same labeler (training/README.md); the depth-only critic it replaced ranged 0.83-1.76.
+# ratio was 0.41 on this run and 0.35 and 0.06 with whole-pipeline seeds 1 and 2; with the
+# earlier constant learning rate, 0.48-0.62 across stage-2 seeds 0-7 (training/README.md). The
+# depth-only critic it replaced ranged 0.83-1.76.
 CURATION_RATIO = 0.85
 
 
@@ -53,10 +54,11 @@ def test_tiny_three_stage_run_curates_and_improves_on_real_like(repo_root, tmp_p
 
     # (a) the critic's top-K have lower true error than the rejected pseudo labels
     assert sel <= CURATION_RATIO * rej
-    # (b) stage 3 at least as accurate as the stage-1 labeler on the real-like domain, in the
-    # paper's accuracy metrics (AbsRel, δ1). RMSE is printed, not asserted: on this run it
-    # regresses slightly (9.63 -> 9.86 m) because a few hazy outdoor scenes whose far pixels
-    # (6 % of pixels, ~45 % of the squared error) get near pseudo labels; see training/README.md.
+    # (b) stage 3 at least as accurate as the stage-1 labeler on the real-like domain in every
+    # accuracy metric: AbsRel and RMSE no higher, δ1 no lower. No extra margin: on this run
+    # (seed 0) stage 3 is 31 % lower in AbsRel, 4.4 % lower in RMSE and 9 % higher in δ1, and
+    # the same direction held for whole-pipeline seeds 1 and 2 (training/README.md).
     s1, s3 = evals[1]["real_like"], evals[3]["real_like"]
     assert s3["abs_rel"] <= s1["abs_rel"]
+    assert s3["rmse"] <= s1["rmse"]
     assert s3["delta1"] >= s1["delta1"]
