@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 
-def _uniform(gen: torch.Generator | None, lo: float, hi: float) -> float:
+def uniform(gen: torch.Generator | None, lo: float, hi: float) -> float:
+    """One float drawn uniformly from [lo, hi) with `gen` (the global generator when None)."""
     return lo + (hi - lo) * float(torch.rand((), generator=gen))
 
 
@@ -95,29 +96,29 @@ class CameraEffects:
         if self.shading_ev > 0 and _chance(g, self.effect_p):
             rgb = rgb * self._shading(height, width, g)
         gains = torch.tensor(
-            [2.0 ** _uniform(g, -self.exposure_ev, self.exposure_ev)] * 3
+            [2.0 ** uniform(g, -self.exposure_ev, self.exposure_ev)] * 3
         ) * torch.tensor(
-            [_uniform(g, 1 - self.white_balance, 1 + self.white_balance) for _ in "rgb"]
+            [uniform(g, 1 - self.white_balance, 1 + self.white_balance) for _ in "rgb"]
         )
         rgb = rgb * gains.view(3, 1, 1)
         if _chance(g, self.effect_p):
-            axis = _uniform(g, -math.pi, math.pi)
+            axis = uniform(g, -math.pi, math.pi)
             lon = (torch.arange(width, dtype=rgb.dtype) + 0.5) / width * 2 * math.pi - math.pi
             off_axis = 1 - torch.cos(lon - axis).abs()
-            rgb = rgb * (1 - _uniform(g, *self.falloff) * off_axis**2)
-        rgb = rgb.clamp(0, 1) ** _uniform(g, *self.gamma)
+            rgb = rgb * (1 - uniform(g, *self.falloff) * off_axis**2)
+        rgb = rgb.clamp(0, 1) ** uniform(g, *self.gamma)
         if _chance(g, self.effect_p):
             grey = rgb.mean(0, keepdim=True)
-            rgb = grey + (rgb - grey) * _uniform(g, *self.saturation)
+            rgb = grey + (rgb - grey) * uniform(g, *self.saturation)
         if _chance(g, self.effect_p):
-            rgb = gaussian_blur_wrapped(rgb, _uniform(g, *self.blur_sigma))
+            rgb = gaussian_blur_wrapped(rgb, uniform(g, *self.blur_sigma))
         if _chance(g, self.effect_p):
-            std = _uniform(g, *self.noise_std)
+            std = uniform(g, *self.noise_std)
             rgb = rgb + std * torch.randn(rgb.shape, generator=g) * rgb.clamp_min(0.05).sqrt()
         rgb = rgb.clamp(0, 1)
         if _chance(g, self.effect_p):
             lo, hi = self.jpeg_quality
-            rgb = jpeg_round_trip(rgb, round(_uniform(g, lo, hi)))
+            rgb = jpeg_round_trip(rgb, round(uniform(g, lo, hi)))
         out = dict(sample)
         out["rgb"] = rgb.to(sample["rgb"].dtype)
         return out
@@ -131,10 +132,10 @@ class CameraEffects:
         sin_lat = torch.cos((torch.arange(height) + 0.5) / height * math.pi)  # +1 top, -1 bottom
         field = torch.zeros(height, width)
         for k in (1, 2):
-            wave = torch.cos(k * lon + _uniform(g, -math.pi, math.pi))
-            tilt = _uniform(g, -1.0, 1.0)
-            field += (_uniform(g, -half, half) / 2) * (1 + tilt * sin_lat)[:, None] * wave
-        field += _uniform(g, -half, half) * sin_lat[:, None]
+            wave = torch.cos(k * lon + uniform(g, -math.pi, math.pi))
+            tilt = uniform(g, -1.0, 1.0)
+            field += (uniform(g, -half, half) / 2) * (1 + tilt * sin_lat)[:, None] * wave
+        field += uniform(g, -half, half) * sin_lat[:, None]
         return torch.exp2(field.clamp(-self.shading_ev, self.shading_ev))[None]
 
     def _haze(
@@ -142,9 +143,9 @@ class CameraEffects:
     ) -> torch.Tensor:
         """Blend towards a pale haze colour by 1 - exp(-range / L); sky (inf) becomes haze."""
         lo, hi = (math.log(v) for v in self.haze_m)
-        length = math.exp(_uniform(g, lo, hi))
+        length = math.exp(uniform(g, lo, hi))
         r = torch.nan_to_num(range_m.float(), nan=0.0, posinf=1e9).clamp_min(0)
         fraction = 1 - torch.exp(-r / length)
-        level = _uniform(g, 0.6, 0.9)
-        colour = torch.tensor([level * _uniform(g, 0.95, 1.05) for _ in "rgb"]).clamp(0, 1)
+        level = uniform(g, 0.6, 0.9)
+        colour = torch.tensor([level * uniform(g, 0.95, 1.05) for _ in "rgb"]).clamp(0, 1)
         return rgb + (colour.view(3, 1, 1) - rgb) * fraction

@@ -20,6 +20,7 @@ import torch
 
 from dap_core import geometry
 from dap_core.data.camera_effects import CameraEffects
+from dap_core.data.camera_effects import uniform as _uniform
 
 # YIQ, in which a hue change is a rotation of the (I, Q) chroma plane.
 _RGB_TO_YIQ = torch.tensor(
@@ -94,10 +95,6 @@ def color_jitter(
         yiq = torch.stack([yiq[..., 0, :, :], i, q], dim=-3)
         x = torch.einsum("ij,...jhw->...ihw", _YIQ_TO_RGB.to(x), yiq)
     return x.clamp(0.0, 1.0)
-
-
-def _uniform(gen: torch.Generator | None, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=gen))
 
 
 @dataclass(frozen=True)
