@@ -1,4 +1,4 @@
-"""The shipped default weights (weights/dap_small): intact, within size, and actually using the image.
+"""The shipped weights (weights/dap_small): intact, within size, and actually using the image.
 
 Accuracy is measured on held-out synthetic panoramas (the evaluation seeds, never trained on)
 at the model input, against two references computed here: an image-blind prior (the per-pixel
