@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dap_core.geometry import pixel_lonlat
+
 
 def uniform(gen: torch.Generator | None, lo: float, hi: float) -> float:
     """One float drawn uniformly from [lo, hi) with `gen` (the global generator when None)."""
@@ -81,7 +83,6 @@ class CameraEffects:
     haze_p: float = 0.5
     haze_m: tuple[float, float] = (30.0, 4000.0)  # haze length, log-uniform
     shading_ev: float = 0.0  # uneven lighting: smooth gain field and vertical gradient, ± stops
-    shading_grid: tuple[int, int] = (3, 6)  # knots of the smooth field (rows, columns)
     effect_p: float = 0.7
     camera_domains: tuple[str, ...] = ("real", "pseudo")
 
@@ -103,7 +104,7 @@ class CameraEffects:
         rgb = rgb * gains.view(3, 1, 1)
         if _chance(g, self.effect_p):
             axis = uniform(g, -math.pi, math.pi)
-            lon = (torch.arange(width, dtype=rgb.dtype) + 0.5) / width * 2 * math.pi - math.pi
+            lon, _ = pixel_lonlat(height, width)
             off_axis = 1 - torch.cos(lon - axis).abs()
             rgb = rgb * (1 - uniform(g, *self.falloff) * off_axis**2)
         rgb = rgb.clamp(0, 1) ** uniform(g, *self.gamma)
@@ -128,8 +129,8 @@ class CameraEffects:
         is a sum of low longitude harmonics (periodic, so seamless at ±180°) whose amplitude
         varies with latitude; the gradient brightens the top or the bottom."""
         half = self.shading_ev / 2
-        lon = (torch.arange(width) + 0.5) / width * 2 * math.pi - math.pi
-        sin_lat = torch.cos((torch.arange(height) + 0.5) / height * math.pi)  # +1 top, -1 bottom
+        lon, lat = pixel_lonlat(height, width)
+        sin_lat = torch.sin(lat)  # +1 top, -1 bottom
         field = torch.zeros(height, width)
         for k in (1, 2):
             wave = torch.cos(k * lon + uniform(g, -math.pi, math.pi))
