@@ -34,6 +34,16 @@ PARAMS_FILE = REPO_ROOT / "config" / "dap.yaml"
 STOP_TIMEOUT_S = 10.0
 
 
+def wait_until(condition: Callable[[], bool], timeout: float, poll_s: float = 0.02) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return condition()
+
+
 def domain_id(tag: str) -> int:
     """A ROS domain in 1..100 derived from this process id and `tag` (e.g. the module name)."""
     return 1 + (os.getpid() * 31 + zlib.crc32(tag.encode())) % 100
@@ -239,12 +249,7 @@ class RosClient:
 
     @staticmethod
     def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return True
-            time.sleep(0.05)
-        return condition()
+        return wait_until(condition, timeout, poll_s=0.05)
 
     def set_parameters(self, node_name: str, values: dict[str, Any], timeout: float = 10.0):
         """Set parameters of a remote node; returns its SetParametersResult list."""

@@ -9,12 +9,11 @@ fixture weights and confirms that a head's Predictor computes that mask and no o
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from ros_harness import domain_id, local_context
+from ros_harness import domain_id, local_context, wait_until
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
@@ -65,6 +64,15 @@ def context():
         yield ctx
 
 
+@pytest.fixture
+def rig(context):
+    """(RecordingFactory, node) with the 20 m head configured; the node is destroyed after."""
+    factory = RecordingFactory()
+    node = make_node(context, factory, threshold=20)
+    yield factory, node
+    node.destroy_node()
+
+
 def make_node(context, factory, threshold: int = 20, **kwargs):
     from dap_ros.node import DapNode
 
@@ -81,80 +89,55 @@ def make_node(context, factory, threshold: int = 20, **kwargs):
     )
 
 
-def wait_until(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def frame() -> Image:
     rgb = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
     return conv.rgb_to_msg(rgb, Header(frame_id="pano"))
 
 
-def test_the_node_asks_for_the_configured_head_only(context):
-    factory = RecordingFactory()
-    node = make_node(context, factory, threshold=20)
-    try:
-        assert factory.asked == [20]  # built at start: bad weights stop the start
-        assert node.process(frame())
-        assert factory.models[20].calls == 1
-        # The published mask is the head's output (left half), not a range comparison: every
-        # range is 5 m, which is within 20 m everywhere.
-        mask = conv.image_to_numpy(node._mask_out.msg)
-        assert (mask[:, : W // 2] == 255).all() and (mask[:, W // 2 :] == 0).all()
-        assert np.isposinf(conv.image_to_numpy(node._depth_out.msg)[:, W // 2 :]).all()
-    finally:
-        node.destroy_node()
+def test_the_node_asks_for_the_configured_head_only(rig):
+    factory, node = rig
+    assert factory.asked == [20]  # built at start: bad weights stop the start
+    assert node.process(frame())
+    assert factory.models[20].calls == 1
+    # The published mask is the head's output (left half), not a range comparison: every
+    # range is 5 m, which is within 20 m everywhere.
+    mask = conv.image_to_numpy(node._mask_out.msg)
+    assert (mask[:, : W // 2] == 255).all() and (mask[:, W // 2 :] == 0).all()
+    assert np.isposinf(conv.image_to_numpy(node._depth_out.msg)[:, W // 2 :]).all()
 
 
-def test_a_new_threshold_is_built_in_the_worker_once_and_kept(context):
-    factory = RecordingFactory()
-    node = make_node(context, factory, threshold=20)
-    try:
-        result = node.set_parameters([Parameter("mask_threshold", value=50)])[0]
-        assert result.successful, result.reason
-        assert factory.asked == [20]  # the parameter callback builds nothing
-        assert node.process(frame())
-        assert factory.asked == [20, 50] and factory.models[50].calls == 1
-        assert node.backend == "head-50"
-        node.set_parameters([Parameter("mask_threshold", value=20)])
-        assert node.process(frame())
-        node.set_parameters([Parameter("mask_threshold", value=50)])
-        assert node.process(frame())
-        assert factory.asked == [20, 50]  # both kept: switching back builds nothing
-        assert (factory.models[20].calls, factory.models[50].calls) == (1, 2)
-    finally:
-        node.destroy_node()
+def test_a_new_threshold_is_built_in_the_worker_once_and_kept(rig):
+    factory, node = rig
+    result = node.set_parameters([Parameter("mask_threshold", value=50)])[0]
+    assert result.successful, result.reason
+    assert factory.asked == [20]  # the parameter callback builds nothing
+    assert node.process(frame())
+    assert factory.asked == [20, 50] and factory.models[50].calls == 1
+    assert node.backend == "head-50"
+    node.set_parameters([Parameter("mask_threshold", value=20)])
+    assert node.process(frame())
+    node.set_parameters([Parameter("mask_threshold", value=50)])
+    assert node.process(frame())
+    assert factory.asked == [20, 50]  # both kept: switching back builds nothing
+    assert (factory.models[20].calls, factory.models[50].calls) == (1, 2)
 
 
-def test_frames_from_the_subscription_build_and_run_the_head_on_the_worker(context):
-    factory = RecordingFactory()
-    node = make_node(context, factory, threshold=20)
-    try:
-        node.set_parameters([Parameter("mask_threshold", value=10)])
-        node._on_image(frame())  # what the subscription callback does: store the frame
-        assert wait_until(lambda: 10 in factory.models and factory.models[10].calls == 1)
-        assert factory.threads[-1] == "dap-worker"  # built on the worker, not in a callback
-        assert factory.models[10].threads == {"dap-worker"}
-    finally:
-        node.destroy_node()
+def test_frames_from_the_subscription_build_and_run_the_head_on_the_worker(rig):
+    factory, node = rig
+    node.set_parameters([Parameter("mask_threshold", value=10)])
+    node._on_image(frame())  # what the subscription callback does: store the frame
+    assert wait_until(lambda: 10 in factory.models and factory.models[10].calls == 1, 10.0)
+    assert factory.threads[-1] == "dap-worker"  # built on the worker, not in a callback
+    assert factory.models[10].threads == {"dap-worker"}
 
 
-def test_a_threshold_without_a_head_is_refused_with_the_reason(context):
-    factory = RecordingFactory()
-    node = make_node(context, factory, threshold=20)
-    try:
-        result = node.set_parameters([Parameter("mask_threshold", value=30)])[0]
-        assert not result.successful
-        assert "30 m" in result.reason and "10, 20, 50, 100" in result.reason
-        assert node.settings.mask_threshold == 20
-        assert factory.asked == [20]
-    finally:
-        node.destroy_node()
+def test_a_threshold_without_a_head_is_refused_with_the_reason(rig):
+    factory, node = rig
+    result = node.set_parameters([Parameter("mask_threshold", value=30)])[0]
+    assert not result.successful
+    assert "30 m" in result.reason and "10, 20, 50, 100" in result.reason
+    assert node.settings.mask_threshold == 20
+    assert factory.asked == [20]
 
 
 def test_a_start_threshold_without_a_head_stops_the_start(context):

@@ -90,16 +90,20 @@ def tiny(tmp_path_factory):
 
 def test_scoring_resumes_after_an_interrupted_manifest(tmp_path, tiny):
     root, labeler, critic = tiny
+
+    def score(dataset, directory):
+        return score_dataset(
+            labeler,
+            critic,
+            dataset,
+            directory,
+            env=DistEnv(),
+            device=torch.device("cpu"),
+            batch_size=2,
+        )
+
     full = CountingDataset(Dap2mFolder(root, size=(32, 64)))
-    reference = score_dataset(
-        labeler,
-        critic,
-        full,
-        tmp_path / "a",
-        env=DistEnv(),
-        device=torch.device("cpu"),
-        batch_size=2,
-    )
+    reference = score(full, tmp_path / "a")
     assert [r["index"] for r in reference] == [0, 1, 2, 3, 4]
     assert all(0 < r["score"] < 1 and r["hidden_abs_rel"] > 0 for r in reference)
     # A run killed after two samples, in the middle of writing the third line:
@@ -107,15 +111,7 @@ def test_scoring_resumes_after_an_interrupted_manifest(tmp_path, tiny):
     part.parent.mkdir()
     part.write_text("".join(json.dumps(r) + "\n" for r in reference[:2]) + '{"index": 2, "sc')
     resumed_ds = CountingDataset(Dap2mFolder(root, size=(32, 64)))
-    resumed = score_dataset(
-        labeler,
-        critic,
-        resumed_ds,
-        tmp_path / "b",
-        env=DistEnv(),
-        device=torch.device("cpu"),
-        batch_size=2,
-    )
+    resumed = score(resumed_ds, tmp_path / "b")
     assert sorted(resumed_ds.reads) == [2, 3, 4]  # scored only what was missing
     assert [r["index"] for r in resumed] == [0, 1, 2, 3, 4]
     for a, b in zip(reference, resumed, strict=True):
