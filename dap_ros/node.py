@@ -393,7 +393,7 @@ class DapNode(Node):
             self._preview_out.frame(header, *framed.shape[:2])[height:] = framed[height:]
             self._preview_bar = key
         pixels = self._preview_out.frame(header, self._preview_out.pixels.shape[0], width)
-        pixels[:height] = colorize_range(range_img, scale)
+        colorize_range(range_img, scale, out=pixels[:height])
         return self._preview_out.msg
 
     # -- diagnostics and shutdown ---------------------------------------------------------

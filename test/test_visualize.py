@@ -39,6 +39,19 @@ def test_colour_changes_steadily_along_the_range():
     assert len(distinct) > 150  # the scale resolves ~1/255 of the range
 
 
+def test_colorize_writes_into_a_given_buffer_and_rejects_a_wrong_one():
+    range_m = np.array([[0.0, 4.0, np.nan], [9.0, 12.0, 2.5]], np.float32)
+    buffer = np.full((4, 3, 3), 7, np.uint8)  # rows 2-3 stand for a colour bar below
+    written = colorize_range(range_m, 10.0, out=buffer[:2])
+    assert np.shares_memory(written, buffer)
+    assert np.array_equal(buffer[:2], colorize_range(range_m, 10.0))
+    assert (buffer[2:] == 7).all()  # nothing outside `out` touched
+    for wrong in (np.zeros((2, 3, 3), np.float32), np.zeros((3, 2, 3), np.uint8),
+                  np.zeros((2, 6, 3), np.uint8)[:, ::2]):  # fmt: skip
+        with pytest.raises(ValueError, match="out must be"):
+            colorize_range(range_m, 10.0, out=wrong)
+
+
 def test_colorize_accepts_float64_and_checks_arguments():
     assert colorize_range(np.ones((2, 4)), 5.0).shape == (2, 4, 3)
     with pytest.raises(ValueError, match="max_range_m"):
