@@ -517,13 +517,11 @@ class SyntheticDataset(Dataset):
         return item
 
 
-class Cached(Dataset):
-    """Keeps every item in memory after its first read (small sets: CI, quick experiments)."""
+class _DatasetView(Dataset):
+    """A dataset wrapping another one item for item: same length, same skipped samples."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
-        self.kind = getattr(dataset, "kind", type(dataset).__name__)
-        self._items: dict[int, dict[str, Any]] = {}
 
     @property
     def skipped(self) -> list[str]:
@@ -531,6 +529,15 @@ class Cached(Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+
+class Cached(_DatasetView):
+    """Keeps every item in memory after its first read (small sets: CI, quick experiments)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset)
+        self.kind = getattr(dataset, "kind", type(dataset).__name__)
+        self._items: dict[int, dict[str, Any]] = {}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if index not in self._items:
@@ -538,7 +545,7 @@ class Cached(Dataset):
         return dict(self._items[index])
 
 
-class HiddenLabels(Dataset):
+class HiddenLabels(_DatasetView):
     """An unlabeled view of a labeled dataset: training sees no range, evaluation can.
 
     Items have range nan and valid False (labeled False); `ground_truth(i)` returns the
@@ -546,15 +553,8 @@ class HiddenLabels(Dataset):
     """
 
     def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+        super().__init__(dataset)
         self.kind = f"hidden({getattr(dataset, 'kind', type(dataset).__name__)})"
-
-    @property
-    def skipped(self) -> list[str]:
-        return getattr(self.dataset, "skipped", [])
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.dataset[index])
