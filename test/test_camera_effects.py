@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dap_core.data.camera_effects import CameraEffects, gaussian_blur_wrapped, jpeg_round_trip
+from dap_core.geometry import pixel_rays, range_to_points
 
 
 def _sample(height: int = 32, width: int = 64) -> dict:
@@ -98,3 +99,65 @@ def test_shading_is_a_smooth_seamless_gain_within_its_bound():
     )
     # effect_p = 0 switches shading off like every other optional effect
     assert torch.allclose(only_shading(sample, gen)["rgb"], sample["rgb"], atol=1e-6)
+
+
+def _box_room_range(height: int, width: int) -> torch.Tensor:
+    """Range [H, W] seen from the origin inside a 4 x 6 m room, floor 1.5 m below, ceiling 1 m
+    above (the nearest plane hit along every ray)."""
+    rays = pixel_rays(height, width, dtype=torch.float64)
+    hits = []
+    for axis, (lo, hi) in enumerate(((-2.0, 2.0), (-3.0, 3.0), (-1.5, 1.0))):
+        d = rays[..., axis]
+        t_hi = torch.where(d > 1e-9, hi / d.clamp_min(1e-9), torch.full_like(d, math.inf))
+        t_lo = torch.where(d < -1e-9, lo / d.clamp_max(-1e-9), torch.full_like(d, math.inf))
+        hits += [t_hi, t_lo]
+    return torch.stack(hits).min(0).values.float()
+
+
+def _only_lamps(n_lamps: int) -> CameraEffects:
+    return CameraEffects(
+        p=1.0,
+        effect_p=0.0,
+        haze_p=0.0,
+        exposure_ev=0.0,
+        white_balance=0.0,
+        gamma=(1.0, 1.0),
+        lamps_p=1.0,
+        lamps=(n_lamps, n_lamps),
+    )
+
+
+def test_lamps_light_a_room_from_above_by_falloff_and_keep_its_exposure():
+    height, width = 48, 96
+    range_m = _box_room_range(height, width)
+    points = range_to_points(range_m.double())
+    sample = {"rgb": torch.full((3, height, width), 0.2), "range_m": range_m[None]}
+    for seed in range(8):
+        out = _only_lamps(1)(sample, torch.Generator().manual_seed(seed))
+        gain = out["rgb"][0] / 0.2
+        assert torch.allclose(out["rgb"], out["rgb"][:1].expand(3, -1, -1))  # grey stays grey
+        assert float(gain.min()) > 0 and float(gain.max()) <= 4.0 + 1e-5
+        # auto-exposure: the 70th-percentile pixel keeps its level (the cap only cuts the top)
+        assert abs(float(torch.quantile(gain.flatten(), 0.7)) - 1.0) < 0.02
+        # one lamp hangs above the camera: the brightest surface point, the one nearest to it,
+        # is above the camera, and the gain falls away with 3D distance from that point
+        row, col = divmod(int(gain.argmax()), width)
+        brightest = points[row, col]
+        assert float(brightest[2]) > 0
+        far = (points - brightest).norm(dim=-1)
+        assert float(gain[far > 3].mean()) < 0.5 * float(gain[far < 0.5].mean())
+    a = _only_lamps(3)(sample, torch.Generator().manual_seed(1))["rgb"]
+    assert torch.equal(a, _only_lamps(3)(sample, torch.Generator().manual_seed(1))["rgb"])
+
+
+def test_lamps_leave_open_scenes_and_off_leaves_the_random_stream_alone():
+    sample = _sample()  # a sky band: not an enclosed room
+    relit = _only_lamps(2)(sample, torch.Generator().manual_seed(2))
+    assert torch.allclose(relit["rgb"], sample["rgb"])
+    # lamps_p = 0 draws nothing: the other effects come out as they did before lamps existed
+    default = CameraEffects(p=1.0, effect_p=1.0, haze_p=1.0)
+    a = default(sample, torch.Generator().manual_seed(7))["rgb"]
+    b = CameraEffects(p=1.0, effect_p=1.0, haze_p=1.0, lamps_p=0.0)(
+        sample, torch.Generator().manual_seed(7)
+    )["rgb"]
+    assert torch.equal(a, b)

@@ -5,11 +5,15 @@ keep: exact colours, exposure, sharp edges, a bright sky. `CameraEffects` degrad
 training sample the way such a camera does, each effect with random strength: uneven lighting
 (a smooth random gain field and a top-to-bottom gradient, so brightness stops being a depth
 cue), exposure and white-balance error, a tone curve, desaturation, lens fall-off along one
-horizontal axis, optical blur (wrapping at the seam), sensor noise, JPEG compression, and
-distance haze that uses the sample's ground-truth range (sky counts as infinitely far). Only
-`rgb` changes; geometry is untouched. Every random choice comes from the given
-`torch.Generator`. Samples that already come from a camera (domain "real", or "pseudo" for
-pseudo-labeled photos) pass through unchanged: only renders are degraded.
+horizontal axis, optical blur (wrapping at the seam), sensor noise, JPEG compression,
+distance haze that uses the sample's ground-truth range (sky counts as infinitely far), and
+lamp relighting of enclosed scenes: a few point lights hung just below the surfaces above the
+camera, lighting every pixel by inverse-square falloff from its true 3D point, so ceilings show
+bright halos around lamps and go dark away from them (as indoor photos do; evenly lit renders
+teach that a dark or glowing top of the image is sky). Only `rgb` changes; geometry is
+untouched. Every random choice comes from the given `torch.Generator`. Samples that already
+come from a camera (domain "real", or "pseudo" for pseudo-labeled photos) pass through
+unchanged: only renders are degraded.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dap_core.geometry import pixel_lonlat
+from dap_core.geometry import pixel_lonlat, range_to_points
 
 
 def uniform(gen: torch.Generator | None, lo: float, hi: float) -> float:
@@ -83,6 +87,9 @@ class CameraEffects:
     haze_p: float = 0.5
     haze_m: tuple[float, float] = (30.0, 4000.0)  # haze length, log-uniform
     shading_ev: float = 0.0  # uneven lighting: smooth gain field and vertical gradient, ± stops
+    lamps_p: float = 0.0  # probability of lamp relighting an enclosed scene (needs range_m)
+    lamps: tuple[int, int] = (1, 4)  # number of lamps, inclusive
+    max_sky_fraction: float = 0.01  # a scene with more non-finite range is not enclosed
     effect_p: float = 0.7
     camera_domains: tuple[str, ...] = ("real", "pseudo")
 
@@ -92,6 +99,8 @@ class CameraEffects:
         g = generator
         rgb = sample["rgb"].float().clone()
         height, width = rgb.shape[-2:]
+        if self.lamps_p > 0 and "range_m" in sample and _chance(g, self.lamps_p):
+            rgb = rgb * self._lamp_gain(sample["range_m"].reshape(height, width), g)
         if "range_m" in sample and _chance(g, self.haze_p):
             rgb = self._haze(rgb, sample["range_m"].reshape(height, width), g)
         if self.shading_ev > 0 and _chance(g, self.effect_p):
@@ -138,6 +147,39 @@ class CameraEffects:
             field += (uniform(g, -half, half) / 2) * (1 + tilt * sin_lat)[:, None] * wave
         field += uniform(g, -half, half) * sin_lat[:, None]
         return torch.exp2(field.clamp(-self.shading_ev, self.shading_ev))[None]
+
+    def _lamp_gain(self, range_m: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        """Gain [1, H, W] of relighting by point lamps, auto-exposed (the 70th-percentile pixel
+        keeps its level); all ones for an open scene (sky over max_sky_fraction of pixels).
+
+        Each lamp hangs at 75-95 % of the way from the camera to the surface seen in a random
+        direction 45-88° above the horizon; a pixel's irradiance is Σ w / (d² + s) for its
+        distance d (m) to each lamp, plus an ambient share. Scene-linear, so it comes before the
+        exposure and tone curve."""
+        height, width = range_m.shape
+        r = range_m.double()
+        finite = torch.isfinite(r) & (r > 0)
+        ones = torch.ones(1, height, width, dtype=range_m.dtype)
+        if float((~finite).float().mean()) > self.max_sky_fraction:
+            return ones
+        points = range_to_points(torch.where(finite, r, torch.zeros_like(r)))
+        _, lat = pixel_lonlat(height, width, dtype=torch.float64)
+        rows = torch.nonzero((lat > math.radians(45)) & (lat < math.radians(88))).flatten()
+        irradiance = torch.zeros(height, width, dtype=torch.float64)
+        n_lamps = int(torch.randint(self.lamps[0], self.lamps[1] + 1, (), generator=g))
+        for _ in range(n_lamps):
+            row = int(rows[int(torch.randint(len(rows), (), generator=g))])
+            col = int(torch.randint(width, (), generator=g))
+            lamp = points[row, col] * uniform(g, 0.75, 0.95)
+            d2 = ((points - lamp) ** 2).sum(-1)
+            irradiance += uniform(g, 0.5, 1.5) / (d2 + uniform(g, 0.3, 1.5))
+        lit = irradiance[finite]
+        if lit.numel() == 0 or not bool(lit.max() > 0):
+            return ones
+        light = irradiance + uniform(g, 0.3, 1.2) * lit.median()
+        gain = light / torch.quantile(light[finite], 0.7)
+        gain = torch.where(finite, gain, torch.ones_like(gain)).clamp(max=4.0)
+        return gain.to(range_m.dtype)[None]
 
     def _haze(
         self, rgb: torch.Tensor, range_m: torch.Tensor, g: torch.Generator | None

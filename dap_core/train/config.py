@@ -40,7 +40,8 @@ class DataSection:
     horizontal flip probability (the paper's augmentations, applied consistently to geometry).
     camera_effects: probability of degrading a training sample's RGB like a consumer 360° camera
     (`dap_core.data.camera_effects`; 0 = off), the sim-to-real augmentation of the labeler;
-    camera_shading_ev: strength of its uneven-lighting effect in stops (0 = off).
+    camera_shading_ev: strength of its uneven-lighting effect in stops (0 = off);
+    camera_lamps: probability of its lamp relighting of enclosed scenes (0 = off).
     """
 
     size: tuple[int, int] = (512, 1024)
@@ -51,6 +52,7 @@ class DataSection:
     hflip_prob: float = 0.5
     camera_effects: float = 0.0
     camera_shading_ev: float = 0.0
+    camera_lamps: float = 0.0
     num_workers: int = 0
     on_error: str = "skip"
 
@@ -203,6 +205,10 @@ class TrainConfig:
         if self.data.camera_shading_ev < 0:
             raise ValueError(
                 f"data.camera_shading_ev must be >= 0, got {self.data.camera_shading_ev}"
+            )
+        if not 0.0 <= self.data.camera_lamps <= 1.0:
+            raise ValueError(
+                f"data.camera_lamps is a probability in [0, 1], got {self.data.camera_lamps}"
             )
         if not 0.0 <= self.data.camera_effects <= 1.0:
             raise ValueError(

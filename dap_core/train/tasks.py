@@ -207,7 +207,9 @@ def build_augment(cfg: TrainConfig):
         hue=jitter / 4,  # torchvision-style: hue in turns, a quarter of the other factors
         jitter_p=0.8 if jitter > 0 else 0.0,
         camera=(
-            CameraEffects(p=d.camera_effects, shading_ev=d.camera_shading_ev)
+            CameraEffects(
+                p=d.camera_effects, shading_ev=d.camera_shading_ev, lamps_p=d.camera_lamps
+            )
             if d.camera_effects > 0
             else None
         ),
