@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -24,6 +25,8 @@ SHIPPED = [
     "training/tiny/stage2.yaml",
     "training/tiny/stage3.yaml",
     "training/shipped/stage1.yaml",
+    "training/shipped/stage1b.yaml",
+    "training/shipped/stage1c.yaml",
     "training/shipped/stage2.yaml",
     "training/shipped/stage3.yaml",
 ]
@@ -32,7 +35,7 @@ SHIPPED = [
 @pytest.mark.parametrize("path", SHIPPED)
 def test_shipped_configs_load(repo_root, path):
     cfg = load_config(repo_root / path)
-    assert cfg.stage == int(path[-6])
+    assert cfg.stage == int(re.search(r"stage(\d)\w*\.yaml$", path).group(1))
     assert all(s % 16 == 0 for s in cfg.data.size)
 
 
@@ -82,6 +85,11 @@ def test_camera_effects_reach_the_augmentation_only_when_asked():
     data = {"camera_effects": 0.6, "camera_shading_ev": 1.5}
     camera = build_augment(config_from_dict({"data": data})).camera
     assert camera is not None and camera.p == 0.6 and camera.shading_ev == 1.5
+    assert camera.lamps_p == 0.0  # lamp relighting is opt-in
+    lamps = build_augment(config_from_dict({"data": {**data, "camera_lamps": 0.5}})).camera
+    assert lamps.lamps_p == 0.5
+    with pytest.raises(ValueError, match="camera_lamps"):
+        config_from_dict({"data": {"camera_lamps": 1.5}})
 
 
 def test_stream_shards_ranks_and_resumes_exactly():
