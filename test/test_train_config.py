@@ -29,6 +29,8 @@ SHIPPED = [
     "training/shipped/stage1c.yaml",
     "training/shipped/stage2.yaml",
     "training/shipped/stage3.yaml",
+    "training/shipped/stage2r2.yaml",
+    "training/shipped/stage3r2.yaml",
 ]
 
 
