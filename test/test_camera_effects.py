@@ -11,6 +11,13 @@ from dap_core.data.camera_effects import CameraEffects, gaussian_blur_wrapped, j
 from dap_core.geometry import pixel_rays, range_to_points
 
 
+def _only(**effect) -> CameraEffects:
+    """Effects that always apply but change nothing beyond `effect`'s settings (effect_p = 0
+    switches every optional effect off)."""
+    neutral = dict(p=1.0, effect_p=0.0, haze_p=0.0, exposure_ev=0.0, white_balance=0.0)
+    return CameraEffects(**{**neutral, "gamma": (1.0, 1.0), **effect})
+
+
 def _sample(height: int = 32, width: int = 64) -> dict:
     gen = torch.Generator().manual_seed(3)
     range_m = torch.rand(1, height, width, generator=gen) * 20 + 0.5
@@ -88,15 +95,7 @@ def test_shading_is_a_smooth_seamless_gain_within_its_bound():
         seam = (stops[..., 0] - stops[..., -1]).abs().max()
         assert float(seam) <= float(step) + 1e-6  # no edge at ±180°: like any neighbour pair
     sample = _sample()
-    only_shading = CameraEffects(
-        p=1.0,
-        effect_p=0.0,
-        haze_p=0.0,
-        exposure_ev=0.0,
-        white_balance=0.0,
-        gamma=(1.0, 1.0),
-        shading_ev=2.0,
-    )
+    only_shading = _only(shading_ev=2.0)
     # effect_p = 0 switches shading off like every other optional effect
     assert torch.allclose(only_shading(sample, gen)["rgb"], sample["rgb"], atol=1e-6)
 
@@ -115,16 +114,7 @@ def _box_room_range(height: int, width: int) -> torch.Tensor:
 
 
 def _only_lamps(n_lamps: int) -> CameraEffects:
-    return CameraEffects(
-        p=1.0,
-        effect_p=0.0,
-        haze_p=0.0,
-        exposure_ev=0.0,
-        white_balance=0.0,
-        gamma=(1.0, 1.0),
-        lamps_p=1.0,
-        lamps=(n_lamps, n_lamps),
-    )
+    return _only(lamps_p=1.0, lamps=(n_lamps, n_lamps))
 
 
 def test_lamps_light_a_room_from_above_by_falloff_and_keep_its_exposure():
