@@ -99,10 +99,11 @@ class CameraEffects:
         g = generator
         rgb = sample["rgb"].float().clone()
         height, width = rgb.shape[-2:]
-        if self.lamps_p > 0 and "range_m" in sample and _chance(g, self.lamps_p):
-            rgb = rgb * self._lamp_gain(sample["range_m"].reshape(height, width), g)
-        if "range_m" in sample and _chance(g, self.haze_p):
-            rgb = self._haze(rgb, sample["range_m"].reshape(height, width), g)
+        range_m = sample["range_m"].reshape(height, width) if "range_m" in sample else None
+        if self.lamps_p > 0 and range_m is not None and _chance(g, self.lamps_p):
+            rgb = rgb * self._lamp_gain(range_m, g)
+        if range_m is not None and _chance(g, self.haze_p):
+            rgb = self._haze(rgb, range_m, g)
         if self.shading_ev > 0 and _chance(g, self.effect_p):
             rgb = rgb * self._shading(height, width, g)
         gains = torch.tensor(
