@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 from train_utils import TINY_MODEL, write_folder_dataset
 
 from dap_core.data.datasets import Dap2mFolder, HiddenLabels
@@ -21,7 +23,7 @@ from dap_core.train.curation import (
 from dap_core.train.discriminator import DepthCritic
 from dap_core.train.distributed import DistEnv
 from dap_core.train.stages import critic_dataset, curation_summary
-from dap_core.train.tasks import build_model, pseudo_label
+from dap_core.train.tasks import SKY_DECISION, build_model, pseudo_label
 
 
 def rows(*spec):
@@ -162,6 +164,27 @@ def test_pseudo_label_shards_hold_the_labelers_output(tmp_path, tiny):
     )
     assert (out / "shard_00000.npy").stat().st_mtime_ns == kept
     assert (out / "shard_00001.json").is_file()
+
+
+def test_a_labeler_labels_larger_panoramas_at_its_own_input_size(tiny):
+    _, labeler, _ = tiny  # trained size 32x64
+    rgb = torch.rand(2, 3, 64, 128, generator=torch.Generator().manual_seed(0))
+    seen = []
+    hook = labeler.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[-2:]))
+    try:
+        label, raw, within = pseudo_label(labeler, rgb)
+        own, own_raw, own_within = pseudo_label(
+            labeler, F.interpolate(rgb, size=(32, 64), mode="bilinear", antialias=True)
+        )
+    finally:
+        hook.remove()
+    assert seen == [(32, 64), (32, 64)]  # never run at twice its size
+    assert label.shape == raw.shape == within.shape == (2, 1, 64, 128)
+    up = partial(F.interpolate, size=(64, 128), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(raw, up(own_raw))
+    torch.testing.assert_close(within, up(own_within))
+    # The sky gate is decided on the resized probability, so it stays a clean +inf / finite split.
+    assert torch.equal(torch.isinf(label), within < SKY_DECISION)
 
 
 def test_critic_fakes_rgb_critic_gets_mismatched_labeled_pairs():

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dap_core.train.config import TrainConfig
@@ -89,14 +90,30 @@ def pseudo_label(
     Returns (label, raw, within): label = range [B,1,H,W] float32 metres with +inf where the
     100 m mask says "beyond"; raw = the depth head's range everywhere; within = the 100 m mask
     probability (ones when the model has no 100 m head).
+
+    The labeler sees the panorama at its own `input_size`, as at run time, and its outputs
+    are resized bilinearly to the panorama's size: a labeler trained at 96x192 can label the
+    192x384 data of a finer model (run at twice its training size it would see its patches
+    at another scale).
     """
-    has_sky = 100 in unwrap(model).config.mask_thresholds
+    config = unwrap(model).config
+    size = tuple(rgb.shape[-2:])
+    own = tuple(config.input_size)
+    if size != own:
+        rgb = F.interpolate(rgb, size=own, mode="bilinear", align_corners=False, antialias=True)
+    has_sky = 100 in config.mask_thresholds
     raw, masks = predict_range(model, rgb, (100,) if has_sky else ())
-    raw = raw.float()
+    raw = _resized(raw.float(), size)
     if not has_sky:
         return raw, raw, torch.ones_like(raw)
-    within = masks[100].float()
+    within = _resized(masks[100].float(), size)
     return torch.where(within < SKY_DECISION, torch.inf, raw), raw, within
+
+
+def _resized(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 class DepthTask:
