@@ -173,7 +173,7 @@ def test_a_labeler_labels_larger_panoramas_at_its_own_input_size(tiny):
     hook = labeler.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[-2:]))
     try:
         label, raw, within = pseudo_label(labeler, rgb)
-        own, own_raw, own_within = pseudo_label(
+        _, own_raw, own_within = pseudo_label(
             labeler, F.interpolate(rgb, size=(32, 64), mode="bilinear", antialias=True)
         )
     finally:
