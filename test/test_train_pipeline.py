@@ -13,6 +13,8 @@ import json
 import pytest
 from train_utils import run_train
 
+from dap_core.train.config import load_config
+
 # (a) Curation: the kept pseudo labels must be clearly better than the rejected ones, not
 # merely equal. 0.85: with the default critic (RGB + gated label, mismatched labeled fakes) the
 # ratio was 0.41 on this run and 0.35 and 0.06 with whole-pipeline seeds 1 and 2; with the
@@ -35,6 +37,11 @@ def test_tiny_three_stage_run_curates_and_improves_on_real_like(repo_root, tmp_p
         if stage == 3:
             extra += ["--set", f"model.init={runs}/stage2/model"]
         run_train(repo_root / f"training/tiny/stage{stage}.yaml", *extra, timeout=800)
+
+    # Each run's resolved config reads back as the config it ran (a rerun from the run itself).
+    for s in (1, 2, 3):
+        saved = load_config(runs / f"stage{s}/config.yaml")
+        assert saved.stage == s and saved.output_dir == f"{runs}/stage{s}"
 
     evals = {s: json.loads((runs / f"stage{s}/eval.json").read_text()) for s in (1, 2, 3)}
     summary = json.loads((runs / "stage2/curation/summary.json").read_text())

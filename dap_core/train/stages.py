@@ -113,6 +113,15 @@ def _evaluate(cfg: TrainConfig, model, env: DistEnv, out: Path) -> dict[str, Any
     return results
 
 
+def resolved_config_yaml(cfg: TrainConfig) -> str:
+    """The run's whole config as YAML that `dap train --config` reads back (the file it came
+    from, which is not a config key, goes into a comment)."""
+    resolved = cfg.to_dict()
+    origin = resolved.pop("source", None)
+    header = f"# resolved from {origin}\n" if origin else ""
+    return header + yaml.safe_dump(resolved, sort_keys=False)
+
+
 def run_stage(cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> dict[str, Any]:
     """Run one stage end to end; returns {"model": path, "eval": results, ...}."""
     if cfg.runtime.threads:
@@ -122,7 +131,7 @@ def run_stage(cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> dict[s
     out = Path(cfg.output_dir)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (out / "config.yaml").write_text(resolved_config_yaml(cfg))
     barrier(env)
     stage = {1: _stage1, 2: _stage2, 3: _stage3}[cfg.stage]
     info = stage(cfg, env, out, resume)
