@@ -14,6 +14,7 @@ from dap_core.train.config import config_from_dict, load_config
 from dap_core.train.data import StreamSampler
 from dap_core.train.distributed import DistEnv
 from dap_core.train.evaluate import evaluate_model, format_table
+from dap_core.train.stages import resolved_config_yaml
 from dap_core.train.tasks import build_augment, build_model
 from dap_core.train.trainer import lr_factor
 
@@ -31,6 +32,7 @@ SHIPPED = [
     "training/shipped/stage3.yaml",
     "training/shipped/stage2r2.yaml",
     "training/shipped/stage3r2.yaml",
+    "training/shipped/stage3h.yaml",
 ]
 
 
@@ -39,6 +41,17 @@ def test_shipped_configs_load(repo_root, path):
     cfg = load_config(repo_root / path)
     assert cfg.stage == int(re.search(r"stage(\d)\w*\.yaml$", path).group(1))
     assert all(s % 16 == 0 for s in cfg.data.size)
+
+
+@pytest.mark.parametrize("path", ["training/shipped/stage3h.yaml", "training/tiny/stage2.yaml"])
+def test_a_runs_resolved_config_reads_back_as_the_same_config(repo_root, tmp_path, path):
+    cfg = load_config(repo_root / path)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(resolved_config_yaml(cfg))
+    again = load_config(saved)
+    assert again.source == str(saved)
+    assert {**again.to_dict(), "source": None} == {**cfg.to_dict(), "source": None}
+    assert saved.read_text().startswith(f"# resolved from {repo_root / path}\n")
 
 
 def test_base_merge_overrides_and_strictness(tmp_path):
