@@ -10,11 +10,10 @@ import pytest
 import torch
 from train_utils import TINY_MODEL, write_folder_dataset
 
-from dap_core.train.config import config_from_dict, load_config
+from dap_core.train.config import config_from_dict, dump_config, load_config
 from dap_core.train.data import StreamSampler
 from dap_core.train.distributed import DistEnv
 from dap_core.train.evaluate import evaluate_model, format_table
-from dap_core.train.stages import resolved_config_yaml
 from dap_core.train.tasks import build_augment, build_model
 from dap_core.train.trainer import lr_factor
 
@@ -47,7 +46,7 @@ def test_shipped_configs_load(repo_root, path):
 def test_a_runs_resolved_config_reads_back_as_the_same_config(repo_root, tmp_path, path):
     cfg = load_config(repo_root / path)
     saved = tmp_path / "config.yaml"
-    saved.write_text(resolved_config_yaml(cfg))
+    saved.write_text(dump_config(cfg))
     again = load_config(saved)
     assert again.source == str(saved)
     assert {**again.to_dict(), "source": None} == {**cfg.to_dict(), "source": None}

@@ -281,6 +281,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ValueError(f"{path}: {err}") from err
 
 
+def dump_config(cfg: TrainConfig) -> str:
+    """The whole config as YAML that `load_config` reads back (the file it came from, which is
+    not a config key, goes into a comment): what a run writes to its config.yaml."""
+    resolved = cfg.to_dict()
+    origin = resolved.pop("source", None)
+    header = f"# resolved from {origin}\n" if origin else ""
+    return header + yaml.safe_dump(resolved, sort_keys=False)
+
+
 def _read_yaml(path: Path, depth: int = 0) -> dict[str, Any]:
     """A YAML mapping; a top-level `base: other.yaml` (relative to this file) is read first
     and this file's values are merged over it, section by section."""

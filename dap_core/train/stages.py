@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import yaml
 
 from dap_core.data.datasets import build_dataset
-from dap_core.train.config import TrainConfig
+from dap_core.train.config import TrainConfig, dump_config
 from dap_core.train.data import PairedForCritic, concat
 from dap_core.train.distributed import DistEnv, barrier
 from dap_core.train.trainer import Trainer, resolve_device
@@ -113,15 +112,6 @@ def _evaluate(cfg: TrainConfig, model, env: DistEnv, out: Path) -> dict[str, Any
     return results
 
 
-def resolved_config_yaml(cfg: TrainConfig) -> str:
-    """The run's whole config as YAML that `dap train --config` reads back (the file it came
-    from, which is not a config key, goes into a comment)."""
-    resolved = cfg.to_dict()
-    origin = resolved.pop("source", None)
-    header = f"# resolved from {origin}\n" if origin else ""
-    return header + yaml.safe_dump(resolved, sort_keys=False)
-
-
 def run_stage(cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> dict[str, Any]:
     """Run one stage end to end; returns {"model": path, "eval": results, ...}."""
     if cfg.runtime.threads:
@@ -131,7 +121,7 @@ def run_stage(cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> dict[s
     out = Path(cfg.output_dir)
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(resolved_config_yaml(cfg))
+        (out / "config.yaml").write_text(dump_config(cfg))
     barrier(env)
     stage = {1: _stage1, 2: _stage2, 3: _stage3}[cfg.stage]
     info = stage(cfg, env, out, resume)
