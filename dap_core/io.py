@@ -10,14 +10,20 @@ Formats written for a range map (metres, float32 [H, W], +inf = sky / beyond, Na
 - PLY point cloud (binary, via plyfile): x, y, z float32 metres in the project's REP 103 frame
   (x forward = the image's centre column, y left, z up) and the pixel colour; non-finite
   ranges are left out.
+
+Every write is atomic (dap_core.files.atomic_write): a reader, or a full disk, sees the previous
+file or the whole new one, never a partial file under the final name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+
+from dap_core.files import atomic_write_bytes
 
 MM_PER_M = 1000.0
 PNG16_INVALID = 0
@@ -32,12 +38,25 @@ def _check_range(range_m: np.ndarray) -> np.ndarray:
     return range_m.astype(np.float32, copy=False)
 
 
+def _serialised(write) -> bytes:
+    """The bytes `write(handle)` produces, built in memory.
+
+    numpy and plyfile write real files with `tofile`, whose short write on a full disk is an
+    OSError without errno ("N requested and M written"); one buffered write of the finished
+    bytes fails with ENOSPC instead, which names the cause.
+    """
+    buffer = BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
 def _imwrite(path: Path, image: np.ndarray) -> None:
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write image {path}")
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise ValueError(f"could not encode image {path}")
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -49,6 +68,40 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if bgr is None:
         raise ValueError(f"cannot read image {path} (missing, or not an image OpenCV can decode)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_panorama(path: str | Path) -> np.ndarray:
+    """An image file as uint8 RGB [H, W, 3], refusing truncated or corrupt files.
+
+    Decoded with Pillow, whose decoders raise on a truncated or damaged stream where OpenCV
+    only prints a libjpeg warning and fills the missing rows with grey. Grey, palette, alpha
+    and CMYK images are converted to RGB (alpha is dropped, as OpenCV does); 16-bit images
+    keep their 8 most significant bits; the EXIF orientation is applied, as OpenCV does.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            mode = image.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                grey = np.asarray(image)
+                if grey.dtype != np.uint8:
+                    grey = (np.clip(grey, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
+                return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+            if mode == "F":
+                raise ValueError(f"{path}: a floating-point image is not a photo (mode F)")
+            return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    except FileNotFoundError as err:
+        raise ValueError(f"{path}: no such file") from err
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{path}: not an image Pillow can decode") from err
+    except (OSError, SyntaxError) as err:  # truncated / corrupt stream
+        raise ValueError(f"{path}: corrupt or truncated image ({err})") from err
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def list_images(path: str | Path) -> list[Path]:
@@ -70,9 +123,9 @@ def iter_images(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
 
 
 def save_range_npy(path: str | Path, range_m: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, _check_range(range_m))
+    atomic_write_bytes(
+        Path(path), _serialised(lambda handle: np.save(handle, _check_range(range_m)))
+    )
 
 
 def range_to_png16(range_m: np.ndarray) -> np.ndarray:
@@ -118,6 +171,11 @@ def mask_to_png8(probability: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(np.nan_to_num(probability, nan=0.0), 0.0, 1.0) * 255).astype(np.uint8)
 
 
+def save_mask_png(path: str | Path, probability: np.ndarray) -> None:
+    """One mask as an 8-bit PNG (255 = certainly within the threshold)."""
+    _imwrite(Path(path), mask_to_png8(probability))
+
+
 def save_mask_pngs(directory: str | Path, stem: str, masks: Mapping[int, np.ndarray]) -> list[Path]:
     """One PNG per threshold: `<stem>_within_<T>m.png`. Returns the paths written."""
     written = []
@@ -128,8 +186,28 @@ def save_mask_pngs(directory: str | Path, stem: str, masks: Mapping[int, np.ndar
     return written
 
 
+def preview_scale(range_m: np.ndarray, max_range_m: float, percentile: float = 98.0) -> float:
+    """The far end of a preview's colour scale: the image's own `percentile` of finite range,
+    rounded up to 1, 1.5, 2, 3, 4, 5, 6 or 8 x 10^k metres and capped at `max_range_m`.
+
+    A fixed 0-100 m scale paints every room one colour; the image's own percentile shows its
+    structure, and the colour bar says which scale was used.
+    """
+    finite = np.asarray(range_m)[np.isfinite(range_m)]
+    finite = finite[finite > 0]
+    if finite.size == 0:
+        return float(max_range_m)
+    top = float(np.percentile(finite, percentile))
+    exponent = np.floor(np.log10(max(top, 1e-3)))
+    for step in (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0):
+        nice = step * 10.0**exponent
+        if nice >= top:
+            break
+    return float(min(nice, max_range_m))
+
+
 def save_colorized(path: str | Path, range_m: np.ndarray, max_range_m: float) -> None:
-    """Colourised range with a labelled colour bar (RGB written as an ordinary PNG)."""
+    """Colourised range from 0 to `max_range_m` metres with a labelled colour bar (PNG)."""
     import cv2
 
     from dap_core.visualize import add_colorbar, colorize_range
@@ -182,7 +260,17 @@ def save_ply(
     vertex["x"], vertex["y"], vertex["z"] = points.T
     if colours is not None:
         vertex["red"], vertex["green"], vertex["blue"] = colours.T
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PlyData([PlyElement.describe(vertex, "vertex")], text=False).write(str(path))
+    ply = PlyData([PlyElement.describe(vertex, "vertex")], text=False)
+    atomic_write_bytes(Path(path), _serialised(ply.write))
     return len(points)
+
+
+def ply_stride_for(shape: tuple[int, int], max_points: int) -> int:
+    """The smallest row/column stride whose grid over an [H, W] map has <= max_points pixels."""
+    if max_points < 1:
+        raise ValueError(f"a PLY point budget must be >= 1, got {max_points}")
+    height, width = shape
+    stride = max(1, int(np.floor(np.sqrt(height * width / max_points))))
+    while -(-height // stride) * -(-width // stride) > max_points:
+        stride += 1
+    return stride

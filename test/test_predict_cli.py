@@ -42,12 +42,17 @@ def test_predict_writes_every_output_for_each_image(weights_dir, image_dir, tmp_
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "backend: torch on cpu" in printed and "wrote 2 prediction(s)" in printed
+    assert "+inf where the 100 m range mask says beyond" in printed
     predictor = Predictor(weights_dir, backend="torch", input_size=FIXTURE_SIZE)
     for stem in ("hall", "yard"):
         range_m = np.load(out / f"{stem}_range.npy")
         assert range_m.shape == (96, 192) and range_m.dtype == np.float32
-        expected = predictor.predict(io.read_rgb(image_dir / f"{stem}.png")).range_m
-        np.testing.assert_allclose(range_m, expected, atol=1e-4)
+        prediction = predictor.predict(io.read_rgb(image_dir / f"{stem}.png"))
+        # What the node publishes: +inf exactly where the 100 m mask says "beyond" (REP 117).
+        beyond = prediction.masks[100] < 0.5
+        assert beyond.any() and not beyond.all()  # the fixture model says both
+        np.testing.assert_array_equal(np.isposinf(range_m), beyond)
+        np.testing.assert_allclose(range_m[~beyond], prediction.range_m[~beyond], atol=1e-4)
         mm = io.read_range_png16(out / f"{stem}_range_mm.png")
         near, far = range_m < 65.5, range_m > 65.535
         np.testing.assert_allclose(mm[near], range_m[near], atol=5e-4 + 1e-6)
@@ -57,7 +62,7 @@ def test_predict_writes_every_output_for_each_image(weights_dir, image_dir, tmp_
         mask = cv2.imread(str(out / f"{stem}_within_100m.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == (96, 192) and mask.dtype == np.uint8
         vertex = PlyData.read(str(out / f"{stem}.ply"))["vertex"]
-        assert vertex.count == 48 * 96  # every 2nd row and column, all ranges finite
+        assert vertex.count == np.isfinite(range_m[::2, ::2]).sum()  # every 2nd row, column
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".ply") == ["hall.ply", "yard.ply"]
 
 

@@ -24,9 +24,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    camera_size = parse_size(args.camera_size)  # checked before the model loads
     predictor = make_predictor(args)
     h, w = predictor.input_size
-    height, width = parse_size(args.camera_size) or (2 * h, 2 * w)
+    height, width = camera_size or (2 * h, 2 * w)
     print(machine_summary(predictor.threads))
     print(f"backend: {predictor.describe()}")
     print(f"camera {width}x{height} -> model {w}x{h}, masks {list(predictor.mask_thresholds)}")

@@ -1,38 +1,211 @@
-"""`dap predict IMAGE_OR_DIR --weights W --out DIR`: range and masks for ERP panoramas.
+"""`dap predict IMAGE_OR_DIR --out DIR`: range and masks for ERP panoramas, as the node publishes.
 
-For each image `<stem>` it writes, under --out:
-  <stem>_range.npy         float32 range in metres (lossless)
-  <stem>_range_mm.png      16-bit range in millimetres (0 = invalid, 65535 = >= 65.535 m)
-  <stem>_range_color.png   colourised range with a labelled colour bar
-  <stem>_within_<T>m.png   8-bit probability that the range is within T metres, per mask
-  <stem>.ply               point cloud, metres, REP 103 frame (x forward, y left, z up), RGB
+For each image it writes, under --out, with `<name>` the file's stem (or its whole file name
+when two inputs share a stem, e.g. `a.jpg` and `a.png`):
+  <name>_range.npy         float32 range in metres (lossless); +inf where the range mask at
+                           --mask-threshold says "beyond" (sky, no return; REP 117), unless
+                           --raw-range
+  <name>_range_mm.png      16-bit range in millimetres (0 = invalid, 65535 = >= 65.535 m or +inf)
+  <name>_range_color.png   colourised range, scale 0..the image's 98th range percentile (rounded
+                           up), printed on the colour bar; +inf / beyond is black
+  <name>_within_<T>m.png   8-bit probability that the range is within T metres, per mask
+  <name>.ply               finite points only, metres, REP 103 frame (x forward, y left, z up),
+                           RGB; at most --ply-points points (a stride over rows and columns)
+
+Images that cannot be used (unreadable, truncated, not 2:1) are listed and skipped; the run
+goes on and exits 1 if any failed. Weights default to the shipped ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from dap_core.commands.common import add_predictor_arguments, make_predictor
+from dap_core.commands.common import (
+    add_predictor_arguments,
+    parse_size,
+    parse_thresholds,
+    positive_int,
+    resolve_weights,
+)
+
+PREPROCESS = ("official_eval", "official_infer")
+DEFAULT_PLY_POINTS = 1_000_000  # ~15 MB binary PLY with colour; opens quickly in viewers
+DEFAULT_MASK_THRESHOLD_M = 100  # the node's default mask_threshold
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "predict", help="predict range and masks for a panorama or a directory of them"
+        "predict",
+        help="predict range and masks for a panorama or a directory of them",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", help="an ERP image or a directory of images")
     parser.add_argument("--out", required=True, help="output directory")
     add_predictor_arguments(parser)
     parser.add_argument(
-        "--ply-stride", type=int, default=1, help="keep every N-th row and column in the PLY"
+        "--preprocess",
+        default="official_eval",
+        choices=PREPROCESS,
+        help="official_eval (default): resize to the model input, ImageNet mean/std, as the "
+        "official evaluation and training readers; official_infer: /255 only, native size "
+        "(floored to 16; --input-size overrides), as the official test/infer.py",
+    )
+    parser.add_argument(
+        "--mask-threshold",
+        type=positive_int,
+        default=DEFAULT_MASK_THRESHOLD_M,
+        help="metres: range is +inf where this range mask says 'beyond' (default 100, as the "
+        "node); without that head, where range > T",
+    )
+    parser.add_argument(
+        "--raw-range", action="store_true", help="write the ungated range (no +inf beyond)"
+    )
+    parser.add_argument(
+        "--allow-non-panorama",
+        action="store_true",
+        help="predict images that are not 2:1 equirectangular (refused by default)",
+    )
+    parser.add_argument(
+        "--ply-points",
+        type=positive_int,
+        default=DEFAULT_PLY_POINTS,
+        help=f"most points per PLY, by a row/column stride (default {DEFAULT_PLY_POINTS})",
+    )
+    parser.add_argument(
+        "--ply-stride",
+        type=positive_int,
+        default=None,
+        help="keep every N-th row and column in the PLY (overrides --ply-points)",
     )
     parser.add_argument("--no-ply", action="store_true", help="do not write point clouds")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """A distinct output name per input: its stem, or its file name when stems collide."""
+    stems: dict[str, int] = {}
+    for path in paths:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    names = {p: p.stem if stems[p.stem] == 1 else p.name for p in paths}
+    seen: dict[str, int] = {}
+    for path in paths:  # a stem equal to another file's name ("a.jpg.png" vs "a.jpg")
+        name = names[path]
+        if name in seen:
+            seen[name] += 1
+            names[path] = f"{name}~{seen[name]}"
+        else:
+            seen[name] = 1
+    return names
 
+
+def check_panorama(path: Path, shape: tuple[int, ...]) -> None:
+    height, width = shape[:2]
+    if width != 2 * height:
+        raise ValueError(
+            f"{path}: {width}x{height} is not a 2:1 equirectangular panorama "
+            "(pass --allow-non-panorama to predict it anyway)"
+        )
+
+
+def prepare_output_dir(out: Path) -> None:
+    """Create --out and make sure files can be written there, before the model loads."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise RuntimeError(f"cannot write to output directory {out}: {_cause(err)}") from err
+
+
+def _cause(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+class _Predictors:
+    """Builds the Predictor on first use (an unreadable image fails before the model loads);
+    for official_infer one per native input size, sharing one loaded model."""
+
+    def __init__(self, args: argparse.Namespace, weights: str) -> None:
+        self.args = args
+        self.weights = weights
+        self.model = None
+        self.cache: dict[tuple[int, int], object] = {}
+
+    def _common(self) -> dict:
+        args = self.args
+        return {
+            "backend": args.backend,
+            "device": args.device,
+            "precision": args.precision,
+            "mask_thresholds": parse_thresholds(args.masks),
+            "threads": args.threads,
+            "cache_dir": args.cache_dir,
+        }
+
+    def get(self, shape: tuple[int, int]):
+        from dap_core.runtime import Predictor
+
+        args = self.args
+        if args.preprocess == "official_eval":
+            key = (0, 0)
+            if key not in self.cache:
+                self.cache[key] = Predictor(
+                    self.weights, input_size=parse_size(args.input_size), **self._common()
+                )
+            return self.cache[key]
+        size = parse_size(args.input_size) or (
+            max(16, shape[0] // 16 * 16),
+            max(16, shape[1] // 16 * 16),
+        )
+        if size not in self.cache:
+            if self.model is None:
+                self.model = _unnormalized_model(self.weights)
+            self.cache[size] = Predictor(self.model, input_size=size, **self._common())
+        return self.cache[size]
+
+
+def _unnormalized_model(weights: str):
+    """The torch model with ImageNet normalization off: the official test/infer.py input."""
+    from dap_core.model import DAP
+
+    if Path(weights).suffix == ".onnx":
+        raise ValueError(
+            "--preprocess official_infer runs at each image's native size and needs torch "
+            f"weights (a directory, .safetensors or .pth), not the fixed-size export {weights}"
+        )
+    model = DAP.load(weights)
+    model.config = model.config.replace(normalize=False)
+    return model
+
+
+def _write(path: Path, write, *write_args, **write_kwargs) -> None:
+    """write(path, ...) with a full disk or unwritable path as one line naming the file."""
+    try:
+        write(path, *write_args, **write_kwargs)
+    except OSError as err:
+        raise RuntimeError(f"cannot write {path}: {_cause(err)}") from err
+
+
+def _write_outputs(args, out: Path, name: str, rgb, range_m, masks, predictor) -> None:
+    from dap_core import io
+
+    scale = io.preview_scale(range_m, predictor.max_range_m)
+    _write(out / f"{name}_range.npy", io.save_range_npy, range_m)
+    _write(out / f"{name}_range_mm.png", io.save_range_png16, range_m)
+    _write(out / f"{name}_range_color.png", io.save_colorized, range_m, scale)
+    for threshold, probability in sorted(masks.items()):
+        _write(out / f"{name}_within_{threshold}m.png", io.save_mask_png, probability)
+    if not args.no_ply:
+        stride = args.ply_stride or io.ply_stride_for(range_m.shape, args.ply_points)
+        _write(out / f"{name}.ply", io.save_ply, range_m, rgb, stride=stride)
+
+
+def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
@@ -40,28 +213,62 @@ def run(args: argparse.Namespace) -> int:
 
     paths = io.list_images(args.images)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    predictor = make_predictor(args)
-    print(f"backend: {predictor.describe()}")
+    prepare_output_dir(out)
+    weights, how = resolve_weights(args.weights)
+    print(f"weights: {weights} ({how})")
+    names = output_names(paths)
+    predictors = _Predictors(args, weights)
+    failed: list[str] = []
     forward_ms: list[float] = []
     total_ms: list[float] = []
+    gating_said = False
     progress = tqdm(paths, unit="image", disable=len(paths) == 1, file=sys.stderr)
     for path in progress:
-        rgb = io.read_rgb(path)
+        try:
+            rgb = io.read_panorama(path)
+            if not args.allow_non_panorama:
+                check_panorama(path, rgb.shape)
+        except ValueError as err:
+            failed.append(str(path))
+            print(f"dap predict: skipped {err}", file=sys.stderr)
+            continue
+        predictor = predictors.get(rgb.shape[:2])
+        if not gating_said:
+            print(f"backend: {predictor.describe()}")
+            print(_gating_line(args, predictor))
+            gating_said = True
         prediction = predictor.predict(rgb)
         forward_ms.append(prediction.timings.get("forward", 0.0))
         total_ms.append(prediction.timings["total"])
-        stem = path.stem
-        range_m = prediction.range_m
-        io.save_range_npy(out / f"{stem}_range.npy", range_m)
-        io.save_range_png16(out / f"{stem}_range_mm.png", range_m)
-        io.save_colorized(out / f"{stem}_range_color.png", range_m, predictor.max_range_m)
-        io.save_mask_pngs(out, stem, prediction.masks)
-        if not args.no_ply:
-            io.save_ply(out / f"{stem}.ply", range_m, rgb, stride=args.ply_stride)
+        range_m = (
+            prediction.range_m if args.raw_range else prediction.gated_range(args.mask_threshold)
+        )
+        _write_outputs(args, out, names[path], rgb, range_m, prediction.masks, predictor)
         progress.set_postfix(ms=f"{prediction.timings['total']:.0f}")
-    print(
-        f"wrote {len(paths)} prediction(s) to {out}; per image: forward "
-        f"{np.median(forward_ms):.0f} ms, end to end {np.median(total_ms):.0f} ms (median)"
-    )
+    done = len(paths) - len(failed)
+    if done:
+        print(
+            f"wrote {done} prediction(s) to {out}; per image: forward "
+            f"{np.median(forward_ms):.0f} ms, end to end {np.median(total_ms):.0f} ms (median)"
+        )
+    if failed:
+        print(
+            f"dap predict: error: {len(failed)} of {len(paths)} image(s) failed: "
+            + ", ".join(failed),
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _gating_line(args: argparse.Namespace, predictor) -> str:
+    if args.raw_range:
+        return "range: raw (not gated by a range mask; --raw-range)"
+    threshold = args.mask_threshold
+    if threshold in predictor.mask_thresholds:
+        return f"range: +inf where the {threshold} m range mask says beyond (REP 117)"
+    heads = ", ".join(f"{t} m" for t in predictor.mask_thresholds) or "none"
+    return (
+        f"range: +inf where range > {threshold} m (no {threshold} m range-mask head ran; "
+        f"heads: {heads})"
+    )
