@@ -52,6 +52,7 @@ ON_ERROR = ("raise", "skip")
 STRUCTURED3D_DEPTH_SCALE = 1000.0  # uint16 millimetres
 STANFORD_DEPTH_SCALE = 512.0  # uint16 value / 512 = metres (official reader)
 STANFORD_MISSING = 65535
+MATTERPORT_PNG_DEPTH_SCALE = 4000.0  # UniFuse / BiFuse pano_depth PNG: value / 4000 = metres
 METADATA_FILES = ("metadata.json", "metadata.csv")
 
 
@@ -119,10 +120,32 @@ def read_npy_range(path: Path) -> np.ndarray:
             arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, IndexError) as err:
         raise DatasetReadError(f"{path}: cannot read array ({err})") from err
-    arr = np.squeeze(np.asarray(arr, dtype=np.float32))
-    if arr.ndim != 2:
-        raise DatasetReadError(f"{path}: expected a 2-D range map, got shape {arr.shape}")
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "fiu":
+        raise DatasetReadError(f"{path}: expected a numeric range map, got dtype {arr.dtype}")
+    arr = np.squeeze(arr.astype(np.float32, copy=False))
+    if arr.ndim != 2 or arr.size == 0:
+        raise DatasetReadError(f"{path}: expected a non-empty 2-D range map, got shape {arr.shape}")
     return arr
+
+
+def check_gt_size(depth_path: Path | None, gt_shape: tuple, rgb_shape: tuple) -> None:
+    """Refuse ground truth whose size is not an exact integer scale of its 2:1 panorama.
+
+    Resizing a transposed or wrong-aspect depth map to the image would give a confident,
+    wrong metric; a 2:1 map at 1/2, 2x, ... the image's size is the same panorama sampled
+    differently and is resized with nearest neighbour as the official readers do.
+    """
+    (gh, gw), (ih, iw) = gt_shape[:2], rgb_shape[:2]
+    if (gh, gw) == (ih, iw):
+        return
+    panoramas = gw == 2 * gh and iw == 2 * ih
+    if panoramas and (ih % gh == 0 or gh % ih == 0):
+        return
+    raise DatasetReadError(
+        f"{depth_path}: ground truth is {gh}x{gw} but its image is {ih}x{iw}; only an exact "
+        "integer scale of a 2:1 panorama is resized (a transposed or wrong-aspect map is refused)"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,6 +172,7 @@ class PanoramaDataset(Dataset):
         on_error: str = "raise",
         domain: str = "real",
         far_as_sky_m: float | None = None,
+        searched: str = "",
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -161,7 +185,12 @@ class PanoramaDataset(Dataset):
         self.skipped: list[str] = []
         self.records = self._check_exist(list(records))
         if not self.records:
-            raise DatasetReadError(f"{self.kind}: no samples found")
+            where = f" {searched}" if searched else ""
+            raise DatasetReadError(
+                f"{self.kind}: no samples found{where}; if the files are laid out otherwise, "
+                "give the dataset's list file (list_file in a YAML spec, or on the command "
+                "line --dataset TYPE:ROOT:LIST)"
+            )
 
     def _check_exist(self, records: list[PanoramaRecord]) -> list[PanoramaRecord]:
         """Find missing files before training starts, not in the middle of an epoch."""
@@ -199,6 +228,7 @@ class PanoramaDataset(Dataset):
             rng = np.full(rgb.shape[:2], np.nan, dtype=np.float32)
         else:
             rng = self.load_range(rec)
+            check_gt_size(rec.depth, rng.shape, rgb.shape)
             if rng.shape != rgb.shape[:2]:
                 rng = cv2.resize(rng, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
         if self.far_as_sky_m is not None:
@@ -244,6 +274,15 @@ def make_item(
     }
 
 
+def _listed_path(root: Path, text: str) -> Path:
+    """A list-file path joined to the root as text, as the official readers do.
+
+    The official lists write some paths with a leading "/" ("/ep1_500frames/...") and join
+    them by string concatenation; `Path` would treat them as absolute and drop the root.
+    """
+    return root / text.lstrip("/")
+
+
 def _records_from_list(root: Path, list_file: Path, scene: str) -> list[PanoramaRecord]:
     """Read "rgb depth" pairs (paths relative to root; depth may be omitted)."""
     if not list_file.is_file():
@@ -255,8 +294,9 @@ def _records_from_list(root: Path, list_file: Path, scene: str) -> list[Panorama
             continue
         if len(parts) > 2:
             raise DatasetReadError(f"{list_file}:{lineno}: expected 'rgb [depth]', got {line!r}")
-        depth = root / parts[1] if len(parts) == 2 else None
-        records.append(PanoramaRecord(root / parts[0], depth, parts[0], scene))
+        depth = _listed_path(root, parts[1]) if len(parts) == 2 else None
+        name = parts[0].lstrip("/")
+        records.append(PanoramaRecord(_listed_path(root, parts[0]), depth, name, scene))
     return records
 
 
@@ -299,15 +339,20 @@ def load_scene_metadata(root: Path) -> dict[str, str]:
 
 
 def _find_pairs(
-    root, list_file, rgb_glob: str, depth_of: Callable[[Path], Path], scene: str
-) -> list[PanoramaRecord]:
-    """Records from a list file when given, else every `rgb_glob` match paired by `depth_of`."""
+    root,
+    list_file,
+    rgb_globs: Sequence[str],
+    depth_of: Callable[[Path], Path],
+    scene: str,
+) -> tuple[list[PanoramaRecord], str]:
+    """Records from a list file when given, else every match of `rgb_globs` paired by
+    `depth_of`; and a description of where they were looked for (for "no samples found")."""
     root = _root(root)
     if list_file is not None:
-        return _records_from_list(root, Path(list_file), scene)
-    return [
-        PanoramaRecord(p, depth_of(p), _rel(p, root), scene) for p in sorted(root.glob(rgb_glob))
-    ]
+        return _records_from_list(root, Path(list_file), scene), f"in list file {list_file}"
+    found = sorted({p for pattern in rgb_globs for p in root.glob(pattern)})
+    records = [PanoramaRecord(p, depth_of(p), _rel(p, root), scene) for p in found]
+    return records, f"under {root} (looked for {', '.join(rgb_globs)})"
 
 
 class Structured3D(PanoramaDataset):
@@ -318,10 +363,10 @@ class Structured3D(PanoramaDataset):
 
     def __init__(self, root, *, lighting: str = "rawlight", list_file=None, **kwargs) -> None:
         pattern = f"scene_*/2D_rendering/*/panorama/full/rgb_{lighting}.png"
-        records = _find_pairs(
-            root, list_file, pattern, lambda p: p.with_name("depth.png"), self.default_scene
+        records, searched = _find_pairs(
+            root, list_file, [pattern], lambda p: p.with_name("depth.png"), self.default_scene
         )
-        super().__init__(records, **kwargs)
+        super().__init__(records, searched=searched, **kwargs)
 
     def load_range(self, rec: PanoramaRecord) -> np.ndarray:
         raw = read_uint16_png(rec.depth)
@@ -330,19 +375,25 @@ class Structured3D(PanoramaDataset):
 
 
 class Stanford2D3D(PanoramaDataset):
-    """Stanford2D3D panoramas: `pano/rgb/*_rgb.png` + `pano/depth/*_depth.png` (uint16 / 512)."""
+    """Stanford2D3D panoramas: `<id>_rgb.png` + `../depth/<id>_depth.png` (uint16 / 512).
+
+    The RGB folder is `rgb` (the dataset's `area_X/pano/rgb`) or `rgb_` (the official DAP
+    list's `area_X/pano/rgb_` and the UniFuse split's `area_X/rgb_`); depth is the sibling
+    `depth` folder in every layout.
+    """
 
     kind = "stanford2d3d"
     default_scene = "indoor"
+    RGB_GLOBS = ("**/rgb/*_rgb.png", "**/rgb_/*_rgb.png")
 
     def __init__(self, root, *, list_file=None, **kwargs) -> None:
         def depth_of(p: Path) -> Path:
             return p.parent.parent / "depth" / (p.name[: -len("_rgb.png")] + "_depth.png")
 
-        records = _find_pairs(
-            root, list_file, "**/pano/rgb/*_rgb.png", depth_of, self.default_scene
+        records, searched = _find_pairs(
+            root, list_file, self.RGB_GLOBS, depth_of, self.default_scene
         )
-        super().__init__(records, **kwargs)
+        super().__init__(records, searched=searched, **kwargs)
 
     def load_range(self, rec: PanoramaRecord) -> np.ndarray:
         raw = read_uint16_png(rec.depth)
@@ -351,43 +402,85 @@ class Stanford2D3D(PanoramaDataset):
 
 
 class Matterport3D(PanoramaDataset):
-    """Matterport3D 360° renderings: `*_emission_center_0.png` + `*_depth_center_0.exr`."""
+    """Matterport3D panoramas in either published layout.
+
+    * 360° renderings (the official DAP list): `*_emission_center_0.png` +
+      `*_depth_center_0.exr` (float metres).
+    * UniFuse / BiFuse stitching: `<scan>/pano_skybox_color/<id>.jpg` +
+      `<scan>/pano_depth/<id>.png` (uint16, metres = value / 4000, 0 = missing).
+
+    The depth decoder follows the depth file's suffix, so list files may mix both.
+    """
 
     kind = "matterport3d"
     default_scene = "indoor"
     RGB_SUFFIX = "_emission_center_0.png"
     DEPTH_SUFFIX = "_depth_center_0.exr"
+    SKYBOX_GLOBS = ("**/pano_skybox_color/*.jpg", "**/pano_skybox_color/*.png")
 
     def __init__(self, root, *, list_file=None, **kwargs) -> None:
         def depth_of(p: Path) -> Path:
+            if p.parent.name == "pano_skybox_color":
+                return p.parent.parent / "pano_depth" / f"{p.stem}.png"
             return p.with_name(p.name[: -len(self.RGB_SUFFIX)] + self.DEPTH_SUFFIX)
 
-        records = _find_pairs(
-            root, list_file, f"**/*{self.RGB_SUFFIX}", depth_of, self.default_scene
-        )
-        super().__init__(records, **kwargs)
+        globs = (f"**/*{self.RGB_SUFFIX}", *self.SKYBOX_GLOBS)
+        records, searched = _find_pairs(root, list_file, globs, depth_of, self.default_scene)
+        super().__init__(records, searched=searched, **kwargs)
 
     def load_range(self, rec: PanoramaRecord) -> np.ndarray:
+        if rec.depth.suffix.lower() == ".png":
+            raw = read_uint16_png(rec.depth)
+            rng = raw.astype(np.float32) / MATTERPORT_PNG_DEPTH_SCALE
+            return np.where(raw == 0, np.float32(np.nan), rng)
         rng = read_exr_depth(rec.depth)
         return np.where(np.isfinite(rng) & (rng > 0), rng, np.float32(np.nan))
 
 
 class Deep360(PanoramaDataset):
-    """Deep360: Cassini `rgb/<id>_rgb<k>.png` + `depth/<id>_depth.npz`, resampled to ERP.
+    """Deep360: Cassini `rgb/<frame>_<pair>_rgb<k>.png` + `depth/<frame>_depth.npz`.
 
-    The ERP of a Cassini image Hc x Wc is Wc x Hc (spec §8). RGB is truncated back to uint8
-    after bilinear resampling, as the official reader does.
+    Deep360 has six stereo pairs per frame and one depth map per frame, referenced to
+    camera 1. Discovery yields one sample per depth map, as the official test list does:
+    the frame's `_rgb1` image of its first pair (`<frame>_12_rgb1.png`). A per-pair depth
+    `depth/<frame>_<pair>_depth.npz` is used when that file exists instead. Both are
+    resampled to ERP with `geometry.cassini_to_erp`: the ERP of a Cassini image Hc x Wc is
+    Wc x Hc (spec §8). RGB is truncated back to uint8 after bilinear resampling, as the
+    official reader does.
     """
 
     kind = "deep360"
     default_scene = "outdoor"
+    RGB_GLOB = "**/rgb/*_rgb*.png"
 
     def __init__(self, root, *, list_file=None, **kwargs) -> None:
-        def depth_of(p: Path) -> Path:
-            return p.parent.parent / "depth" / f"{p.name[: p.name.rindex('_rgb')]}_depth.npz"
+        records, searched = _find_pairs(
+            root, list_file, [self.RGB_GLOB], self._depth_of, self.default_scene
+        )
+        if list_file is None:
+            records = self._one_per_depth(records)
+        super().__init__(records, searched=searched, **kwargs)
 
-        records = _find_pairs(root, list_file, "**/rgb/*_rgb*.png", depth_of, self.default_scene)
-        super().__init__(records, **kwargs)
+    @staticmethod
+    def _depth_of(p: Path) -> Path:
+        depth_dir = p.parent.parent / "depth"
+        prefix = p.name[: p.name.rindex("_rgb")]  # <frame>_<pair>, or <frame>
+        per_pair = depth_dir / f"{prefix}_depth.npz"
+        if per_pair.is_file():
+            return per_pair
+        return depth_dir / f"{prefix.split('_')[0]}_depth.npz"
+
+    @staticmethod
+    def _one_per_depth(records: list[PanoramaRecord]) -> list[PanoramaRecord]:
+        """One record per depth file: the first `_rgb1` image in name order, else the first."""
+        chosen: dict[Path, PanoramaRecord] = {}
+        for rec in records:  # sorted by path
+            best = chosen.get(rec.depth)
+            if best is None or (
+                rec.rgb.stem.endswith("_rgb1") and not best.rgb.stem.endswith("_rgb1")
+            ):
+                chosen[rec.depth] = rec
+        return sorted(chosen.values(), key=lambda r: r.rgb)
 
     def load_rgb(self, rec: PanoramaRecord) -> np.ndarray:
         from dap_core.geometry import cassini_to_erp
@@ -408,9 +501,12 @@ class Dap2mFolder(PanoramaDataset):
 
     For an image `<dir>/<stem>.<ext>` the range is the first file that exists of
     `<dir>/<stem with 'rgb' replaced by 'erp_distance'>.npy`, `<dir>/erp_distance_<stem>.npy`,
-    `<dir>/<stem>_erp_distance.npy` and `<dir>/../erp_distance/<stem>.npy`. Images without a
-    range file are skipped at discovery (counted in `.skipped`). Scene classes come from
-    `metadata.json` / `metadata.csv` at the root when present.
+    `<dir>/<stem>_erp_distance.npy` and `<dir>/../erp_distance/<stem>.npy`, and for the
+    official DAP-2M / Insta23k layout (`raw_data_0630/sfc_raw_images_panorama/panorama_N.png`
+    with `raw_data_0630/sfc_distance_panorama_npy/erp_distance_N.npy`) `erp_distance_N.npy` in
+    any sibling folder whose name contains "distance". Images without a range file are
+    skipped at discovery (counted in `.skipped`). Scene classes come from `metadata.json` /
+    `metadata.csv` at the root when present.
     """
 
     kind = "dap2m"
@@ -423,7 +519,7 @@ class Dap2mFolder(PanoramaDataset):
                 PanoramaRecord(r.rgb, r.depth, r.name, meta.get(r.name, ""))
                 for r in _records_from_list(root, Path(list_file), "")
             ]
-            super().__init__(records, **kwargs)
+            super().__init__(records, searched=f"in list file {list_file}", **kwargs)
             return
         records, unpaired = [], []
         for p in _find_images(root):
@@ -435,7 +531,12 @@ class Dap2mFolder(PanoramaDataset):
                 continue
             name = _rel(p, root)
             records.append(PanoramaRecord(p, depth, name, meta.get(name, "")))
-        super().__init__(records, **kwargs)
+        searched = (
+            f"under {root} (looked for images with an erp_distance .npy beside them, in "
+            f"../erp_distance/ or in a sibling *distance* folder; {len(unpaired)} image(s) "
+            "had none)"
+        )
+        super().__init__(records, searched=searched, **kwargs)
         self.skipped.extend(f"{p}: no erp_distance file" for p in unpaired)
 
     @staticmethod
@@ -447,6 +548,10 @@ class Dap2mFolder(PanoramaDataset):
             parent / f"{stem}_erp_distance.npy",
             parent.parent / "erp_distance" / f"{stem}.npy",
         ]
+        if stem.startswith("panorama_"):  # official DAP-2M / Insta23k layout
+            number = stem[len("panorama_") :]
+            siblings = sorted(d for d in parent.parent.iterdir() if "distance" in d.name)
+            candidates += [d / f"erp_distance_{number}.npy" for d in siblings if d.is_dir()]
         return next((c for c in candidates if c is not None and c.is_file()), None)
 
     def load_range(self, rec: PanoramaRecord) -> np.ndarray:
