@@ -43,6 +43,23 @@ def resolve_weights(weights: str | None) -> tuple[str, str]:
     return str(shipped_weights()), "shipped default"
 
 
+def prepare_output_dir(out: Path) -> None:
+    """Create --out and make sure files can be written there, before the model loads."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise RuntimeError(f"cannot write to output directory {out}: {os_cause(err)}") from err
+
+
+def os_cause(err: OSError) -> str:
+    """The cause of an OSError in words ("No space left on device")."""
+    return err.strerror or str(err)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

@@ -24,9 +24,11 @@ from pathlib import Path
 
 from dap_core.commands.common import (
     add_predictor_arguments,
+    os_cause,
     parse_size,
     parse_thresholds,
     positive_int,
+    prepare_output_dir,
     resolve_weights,
 )
 
@@ -110,22 +112,6 @@ def check_panorama(path: Path, shape: tuple[int, ...]) -> None:
         )
 
 
-def prepare_output_dir(out: Path) -> None:
-    """Create --out and make sure files can be written there, before the model loads."""
-    import tempfile
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise RuntimeError(f"cannot write to output directory {out}: {_cause(err)}") from err
-
-
-def _cause(err: OSError) -> str:
-    return err.strerror or str(err)
-
-
 class _Predictors:
     """Builds the Predictor on first use (an unreadable image fails before the model loads);
     for official_infer one per native input size, sharing one loaded model."""
@@ -188,7 +174,7 @@ def _write(path: Path, write, *write_args, **write_kwargs) -> None:
     try:
         write(path, *write_args, **write_kwargs)
     except OSError as err:
-        raise RuntimeError(f"cannot write {path}: {_cause(err)}") from err
+        raise RuntimeError(f"cannot write {path}: {os_cause(err)}") from err
 
 
 def _write_outputs(args, out: Path, name: str, rgb, range_m, masks, predictor) -> None:

@@ -11,6 +11,7 @@ are evaluated against their hidden ground truth.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,19 +121,38 @@ def format_table(results: Mapping[str, Mapping[str, float]], *, official: bool =
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in results.items():
         cells = [name, str(int(row.get("images", 0)))]
-        cells += [f"{row[c]:.4f}" if c in row else "-" for c in columns]
+        cells += [f"{row[c]:.4f}" if _finite(row.get(c)) else "-" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _json_safe(results: Mapping[str, Mapping[str, float]]) -> dict:
+    """Non-finite metrics (no pixel to average) become null: standard JSON has no NaN."""
+    return {
+        name: {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in row.items()
+        }
+        for name, row in results.items()
+    }
 
 
 def write_results(
     results: Mapping[str, Mapping[str, float]], directory: str | Path, *, official: bool = False
 ) -> Path:
-    """eval.json and eval.md (the table) in `directory`; returns the .md path."""
+    """eval.json and eval.md (the table) in `directory`, each written atomically (a full disk
+    leaves the previous file or none, never an empty one); returns the .md path."""
+    from dap_core.files import atomic_write_bytes
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = "eval_official" if official else "eval"
-    (directory / f"{stem}.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    text = json.dumps(_json_safe(results), indent=1, sort_keys=True, allow_nan=False)
+    atomic_write_bytes(directory / f"{stem}.json", text.encode())
     md = directory / f"{stem}.md"
-    md.write_text(format_table(results, official=official) + "\n")
+    atomic_write_bytes(md, (format_table(results, official=official) + "\n").encode())
     return md
