@@ -253,3 +253,21 @@ def test_full_disk_is_one_line_and_leaves_no_partial_file(
     assert len(err) == 1 and "No space left on device" in err[0]
     assert str(small_disk / "big_range.npy") in err[0]
     assert not list(small_disk.iterdir())  # no truncated file, no temp file
+
+
+def test_bad_arguments_and_unreadable_images_fail_before_the_model_loads(
+    weights_dir, tmp_path, capsys, monkeypatch
+):
+    import dap_core.runtime
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(dap_core.runtime, "Predictor", no_model)
+    write(tmp_path / "a.png", panorama(96, 192))
+    with pytest.raises(SystemExit):
+        predict(weights_dir, tmp_path / "a.png", tmp_path / "o", "--ply-stride", "0")
+    assert "--ply-stride: must be >= 1" in capsys.readouterr().err
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert predict(weights_dir, tmp_path / "bad.jpg", tmp_path / "o") == 1
+    assert "bad.jpg" in capsys.readouterr().err

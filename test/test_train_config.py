@@ -145,3 +145,11 @@ def test_evaluate_model_matches_metrics_by_hand(tmp_path):
     official = evaluate_model(model, ds, batch_size=2, official=True)
     # official "rmse" is the mean absolute error in units of 100 m
     assert official["rmse"] == pytest.approx(official["abs_"], rel=1e-5)
+
+
+def test_unknown_top_level_key_lists_the_sections_too():
+    with pytest.raises(ValueError, match="unknown key") as caught:
+        config_from_dict({"optimiser": {"lr": 1e-3}})
+    message = str(caught.value)
+    for section in ("data", "schedule", "optim", "eval"):
+        assert f"'{section}'" in message

@@ -265,7 +265,10 @@ def config_from_dict(raw: Mapping[str, Any], source: str | None = None) -> Train
     top = {f.name for f in dataclasses.fields(TrainConfig)} - set(SECTIONS) - {"source"}
     unknown = sorted(set(raw) - top)
     if unknown:
-        raise ValueError(f"training config: unknown key(s) {unknown}; known: {sorted(top)}")
+        raise ValueError(
+            f"training config: unknown key(s) {unknown}; known: {sorted(top)}, "
+            f"sections: {sorted(SECTIONS)}"
+        )
     return TrainConfig(**raw, **sections, source=source)
 
 
