@@ -37,6 +37,7 @@ setup(
         "onnxscript>=0.2",  # torch.export-based ONNX exporter (torch.onnx.export dynamo=True)
         "onnxruntime>=1.18",
         "plyfile>=1.0",
+        "pillow>=10",  # strict image decoding: a truncated file raises instead of grey rows
         "tensorboard>=2.14",
         "huggingface_hub>=0.20",
         # Matterport3D depth is EXR; the opencv-python wheels are built without OpenEXR.
