@@ -46,10 +46,10 @@ GPU_FLOOR_X, GPU_TARGET_X = 6.0, 8.0
 def load_small():
     import torch
 
-    from dap_core.model import DAP, DAPConfig
+    from dap_core.model import DAP, DAPConfig, load_model
 
     if (SHIPPED / "config.json").is_file():
-        return DAP.load(SHIPPED), f"shipped {SHIPPED.relative_to(REPO)}"
+        return load_model(SHIPPED), f"shipped {SHIPPED.relative_to(REPO)}"
     torch.manual_seed(0)
     return DAP(DAPConfig.preset("tiny")).eval(), "preset 'tiny' (shipped architecture), random"
 

@@ -83,10 +83,10 @@ def parse_dataset(
 
 def run(args: argparse.Namespace) -> int:
     from dap_core.data.datasets import build_dataset
-    from dap_core.model import DAP
+    from dap_core.model import load_model
     from dap_core.train.evaluate import evaluate_model, format_table, write_results
 
-    model = DAP.load(args.weights)
+    model = load_model(args.weights)
     if args.size:
         h, _, w = args.size.lower().partition("x")
         size = (int(h), int(w))
