@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -70,6 +71,18 @@ def write_error(path: str | Path, err: OSError) -> WriteError:
     if cause != name:
         cause = f"{cause} ({name})"
     return WriteError(f"cannot write {path}: {cause}")
+
+
+def ensure_dir(directory: str | Path) -> Path:
+    """mkdir -p that says 'Not a directory' (not 'File exists') when a file is in the way."""
+    directory = Path(directory)
+    for folder in (directory, *directory.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+            break
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def os_error_in_chain(err: BaseException) -> OSError | None:

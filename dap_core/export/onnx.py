@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dap_core.files import fsync_dir, os_error_in_chain, write_error
+from dap_core.files import ensure_dir, fsync_dir, os_error_in_chain, write_error
 
 LOG = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def export_onnx(
 def _staging_dir(path: Path) -> Iterator[Path]:
     """A hidden folder beside `path` (same filesystem) that is removed afterwards, whatever
     happened: the export is written there and only a complete, checked file is moved out."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging
