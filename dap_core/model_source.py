@@ -69,7 +69,7 @@ class ModelSource:
 
         millions = self.parameters / 1e6
         what = (
-            f"exporting the {millions:.0f} M-parameter model to ONNX at "
+            f"exporting the {millions:.1f} M-parameter model to ONNX at "
             f"{input_size[0]}x{input_size[1]} (first run only; cached as {path})"
         )
         with heartbeat(what):
