@@ -4,7 +4,8 @@ Owns the decision and its reason, and the per-machine cache of CPU backend timin
 
 "auto" on CUDA: TensorRT when it is installed and its engine passes the parity gate, else torch.
 "auto" on the CPU, in order:
-1. an ONNX file was given -> onnxruntime; bf16/fp16 -> torch (onnxruntime runs fp32 only);
+1. an ONNX file was given -> onnxruntime; int8 -> onnxruntime; bf16 -> torch (both gated by
+   dap_core.reduced_precision);
    onnxruntime not installed -> torch;
 2. timings measured earlier on this machine for this model, size and heads -> the faster;
 3. a small model (<= LARGE_MODEL_PARAMS), or one whose ONNX export is already cached ->
@@ -79,9 +80,13 @@ def _choose_cpu(source: ModelSource, request: BuildRequest, x: np.ndarray) -> Ch
         return Choice(
             build["onnxruntime"](source, request), "auto: an ONNX file was given; onnxruntime CPU"
         )
+    if request.precision == "int8":
+        runner = build["onnxruntime"](source, request)
+        return Choice(runner, f"auto: int8 on CPU runs on onnxruntime; {runner.description}")
     if request.precision != "fp32":
-        reason = f"auto: {request.precision} on CPU runs on torch only"
-        return Choice(build["torch"](source, request), reason)
+        runner = build["torch"](source, request)
+        reason = f"auto: {request.precision} on CPU runs on torch only; {runner.description}"
+        return Choice(runner, reason)
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

@@ -84,7 +84,10 @@ class TorchRunner:
         self.device = torch.device(device)
         if self.device.type == "cpu" and precision == "fp16":
             raise ValueError("precision fp16 is not supported by torch on CPU; use fp32 or bf16")
-        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"torch runs fp32, bf16 or fp16, not {precision} (int8: onnxruntime)")
+        self.dtype = dtypes[precision]
         self.model = model.eval().to(self.device)
         self.thresholds = tuple(thresholds)
         self._device_input = None
@@ -246,7 +249,33 @@ class TorchBackend:
 
             if not torch.cuda.is_available():
                 raise RuntimeError(f"device {request.device} requested but CUDA is not available")
-        return TorchRunner(source.model, request.device, request.precision, request.thresholds)
+        runner = TorchRunner(source.model, request.device, request.precision, request.thresholds)
+        if request.device == "cpu" and request.precision == "bf16":
+            from dap_core import reduced_precision as rp
+
+            native = rp.require_bf16()
+            fp32 = TorchRunner(source.model, "cpu", "fp32", request.thresholds)
+            agreement = _accuracy_gate(source, request, fp32, runner)
+            runner.description = f"torch bf16 on cpu ({native}); {agreement.describe()}"
+        return runner
+
+
+def _accuracy_gate(source: ModelSource, request: BuildRequest, fp32: Runner, candidate: Runner):
+    """dap_core.reduced_precision's gate: candidate vs FP32 on the fixed panoramas."""
+    from dap_core import reduced_precision as rp
+    from dap_core.progress import heartbeat
+
+    def run(runner: Runner):
+        return lambda x: [np.array(o) for o in runner.run(np.ascontiguousarray(x), {})]
+
+    def measure():
+        what = f"checking {request.precision} against fp32 on {len(rp.FIXED_SEEDS)} panoramas"
+        with heartbeat(f"{what} (first run only)"):
+            inputs = rp.fixed_inputs(source.config, request.input_size)
+            return rp.compare(run(fp32), run(candidate), inputs)
+
+    key = [source.digest, list(request.input_size), list(request.thresholds)]
+    return rp.gate(request.precision, key, request.cache_dir, measure)
 
 
 class OnnxRuntimeBackend:
@@ -257,9 +286,29 @@ class OnnxRuntimeBackend:
     def build(self, source: ModelSource, request: BuildRequest) -> OnnxRuntimeRunner:
         if request.device.startswith("cuda"):
             raise ValueError("the onnxruntime backend runs on the CPU here; use device='cpu'")
-        if request.precision != "fp32":
-            raise ValueError(f"the onnxruntime backend runs fp32 only, not {request.precision}")
-        return OnnxRuntimeRunner(request.onnx_file(source), request.threads, request.thresholds)
+        if request.precision not in ("fp32", "int8"):
+            raise ValueError(f"the onnxruntime backend runs fp32 or int8, not {request.precision}")
+        fp32_path = request.onnx_file(source)
+        if request.precision == "fp32":
+            return OnnxRuntimeRunner(fp32_path, request.threads, request.thresholds)
+        return self._int8(source, request, fp32_path)
+
+    def _int8(self, source: ModelSource, request: BuildRequest, fp32_path: Path):
+        from dap_core import reduced_precision as rp
+        from dap_core.progress import heartbeat
+
+        int8_path = request.cache_dir / "onnx" / f"{fp32_path.stem}.int8.onnx"
+        if not int8_path.is_file():
+            with heartbeat(f"quantising the linear layers of {fp32_path.name} to INT8"):
+                rp.quantize_int8(fp32_path, int8_path)
+        runner = OnnxRuntimeRunner(int8_path, request.threads, request.thresholds)
+        fp32 = OnnxRuntimeRunner(fp32_path, request.threads, request.thresholds)
+        agreement = _accuracy_gate(source, request, fp32, runner)
+        runner.description = (
+            f"onnxruntime CPU INT8 (dynamic, linear layers), {request.threads} threads; "
+            f"{agreement.describe()}"
+        )
+        return runner
 
 
 class TensorRTBackend:

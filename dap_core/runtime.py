@@ -33,7 +33,7 @@ from dap_core.prediction import Prediction
 LOG = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def available_cores() -> int:
@@ -99,7 +99,9 @@ class Predictor:
         export (onnxruntime or TensorRT only).
     backend: "auto", "torch", "onnxruntime" or "tensorrt".
     device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
-    precision: "fp32", "bf16" or "fp16" (fp16 needs CUDA; onnxruntime runs fp32 only).
+    precision: "fp32", "bf16", "fp16" (CUDA) or "int8" (onnxruntime CPU). On the CPU, bf16
+        and int8 pass dap_core.reduced_precision's gates (native BF16; agreement with FP32)
+        or are refused with PrecisionRefusedError and the numbers.
     mask_thresholds: range masks to compute, metres (None = every head of the model).
     input_size: model input (H, W), multiples of 16 (None = the model's config).
     threads: CPU threads for torch / onnxruntime (None = all cores this process may use).
