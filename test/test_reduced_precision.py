@@ -32,7 +32,7 @@ def test_bf16_gate_refuses_without_native_support_and_says_why():
 
 
 def test_bf16_predictor_on_this_cpu_follows_the_gate(model, tmp_path):
-    native, reason = rp.bf16_support()
+    native, _ = rp.bf16_support()
     if native:
         predictor = Predictor(
             model, backend="torch", precision="bf16", input_size=FIXTURE_SIZE, cache_dir=tmp_path
