@@ -82,3 +82,18 @@ def test_output_under_a_regular_file_is_one_clear_line(model, tmp_path, capsys):
     assert main(["export", "onnx", "--weights", str(weights), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"dap export: error: cannot write {out}: Not a directory"]
+
+
+def test_read_only_cache_is_one_clear_line(model, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)])
+    if done.returncode:
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        with pytest.raises(WriteError, match=r"cannot write .*\.onnx: Read-only file system"):
+            Predictor(model, backend="onnxruntime", input_size=FIXTURE_SIZE, cache_dir=mount)
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
