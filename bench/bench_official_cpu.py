@@ -112,6 +112,60 @@ def _profile(model, x, official: bool, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def reduced(official, project, x, repeats: int, threads: int) -> None:
+    """INT8 (onnxruntime dynamic quantisation of the linear layers) and BF16 (torch autocast,
+    only with native BF16) vs the official FP32 forward, interleaved, with the accuracy gate's
+    numbers (random weights: the masks sit near p = 0.5, so the mask IoU is pessimistic)."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from dap_core import reduced_precision as rp
+    from dap_core.backends import BuildRequest, OnnxRuntimeRunner, TorchRunner
+    from dap_core.model_source import load_source
+
+    size = tuple(x.shape[-2:])
+    thresholds = tuple(project.config.mask_thresholds)
+    cache = Path(tempfile.mkdtemp(prefix="dap_bench_"))
+    request = BuildRequest("cpu", "int8", thresholds, size, threads, cache)
+    fp32_path = request.onnx_file(load_source(project))
+    int8_path = rp.quantize_int8(fp32_path, cache / "int8.onnx")
+    fp32 = OnnxRuntimeRunner(fp32_path, threads, thresholds, spin=False)
+    int8 = OnnxRuntimeRunner(int8_path, threads, thresholds, spin=False)
+    candidates = {"onnxruntime int8": int8, "onnxruntime fp32": fp32}
+    native, why = rp.bf16_support()
+    if native:
+        candidates["torch bf16"] = TorchRunner(project, "cpu", "bf16", thresholds)
+    else:
+        print(f"torch bf16: refused here: {why}")
+
+    def call(runner):
+        return lambda a: [np.array(o) for o in runner.run(np.ascontiguousarray(a), {})]
+
+    inputs = rp.fixed_inputs(project.config, size)
+    reference = TorchRunner(project, "cpu", "fp32", thresholds)
+    for name, runner in candidates.items():
+        agreement = rp.compare(call(reference), call(runner), inputs)
+        verdict = "accepted" if agreement.ok else "refused"
+        print(f"{name}: {verdict} by the gate: {agreement.describe()}")
+    xn = x.numpy()
+    times: dict[str, list[float]] = {"official fp32": [], **{n: [] for n in candidates}}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _forward(official, x, True)
+        times["official fp32"].append(time.perf_counter() - start)
+        for name, runner in candidates.items():
+            start = time.perf_counter()
+            with torch.no_grad():
+                runner.run(xn, {})
+            times[name].append(time.perf_counter() - start)
+    med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    for name, value in med.items():
+        speed = med["official fp32"] / value
+        print(f"{name:17s} median {value:.3f} s = {speed:.2f}x the official FP32 rate (goal 2x)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official", default=os.environ.get("DAP_OFFICIAL_CODE"))
@@ -120,6 +174,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--reduced", action="store_true", help="also INT8 (onnxruntime) and BF16 (torch, gated)"
+    )
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
     if not args.official or not (Path(args.official) / "networks" / "dap.py").is_file():
@@ -164,6 +221,8 @@ def main() -> int:
     for name, t in times.items():
         print(f"{name:9s} forward s: {', '.join(f'{v:.3f}' for v in t)} (median {med[name]:.3f})")
     print(f"project / official time: {med['project'] / med['official']:.3f}x (target <= 1.0)")
+    if args.reduced:
+        reduced(official, project, x, args.repeats, args.threads)
     if args.profile:
         for name, model in (("official", official), ("project", project)):
             print(f"--- {name}: torch.profiler, self CPU time per op")

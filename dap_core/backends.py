@@ -141,7 +141,11 @@ class OnnxRuntimeRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, threads: int, thresholds: Sequence[int]) -> None:
+    def __init__(
+        self, onnx_path: str | Path, threads: int, thresholds: Sequence[int], *, spin: bool = True
+    ) -> None:
+        """spin=False stops onnxruntime's threads from busy-waiting after each run (they
+        would take the cores from whatever runs next: fair benchmarks, shared machines)."""
         import onnxruntime as ort
 
         from dap_core.export.onnx import DEPTH_OUTPUT, INPUT_NAME, mask_output_name, read_onnx_info
@@ -158,6 +162,8 @@ class OnnxRuntimeRunner:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
