@@ -8,12 +8,14 @@ dap_core.model.official), the same input, and run interleaved (official, project
 identity, and the ratio project / official of the median forward time is printed.
 
     .venv/bin/python bench/bench_official_cpu.py --official ../DAP [--encoder vitl]
-        [--size 512x1024] [--repeats 3] [--threads 2] [--profile]
+        [--size 512x1024] [--repeats 3] [--threads 2] [--profile] [--reduced]
 
 The official import needs two stand-ins that do not touch the forward: `torchvision`
 (`transforms.Compose`, used only by `infer_image`) and the dinov3 hub modules for detectors,
 segmentors and depthers (imported by hubconf.py, never used by the backbone). --profile prints
-torch.profiler's per-op self time for one forward of each.
+torch.profiler's per-op self time for one forward of each. --reduced adds INT8 (onnxruntime
+dynamic quantisation) and BF16 (torch, only with native BF16) against the official FP32 rate,
+with the accuracy gate's numbers (dap_core.reduced_precision).
 """
 
 from __future__ import annotations
