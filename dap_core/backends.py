@@ -1,4 +1,14 @@
-"""Inference engines behind the Predictor: torch, onnxruntime, TensorRT.
+"""Inference engines behind the Predictor: torch, onnxruntime, TensorRT, and how each is built.
+
+Owns, per backend, everything between a `ModelSource` and a ready runner: the ONNX export it
+needs (through ModelSource.onnx_file), the TensorRT engine build, cache and parity gate, its
+own description (the `description` of the runner it builds) and warm-up. One small interface:
+
+    runner = BACKENDS[name].build(source, request)   # a Runner; runner.description says what
+    warm_up(runner, x)                               # one forward, ms
+
+The Predictor (dap_core.runtime) only chooses a backend (dap_core.backend_choice) and does the
+pre- and post-processing around `runner.run`.
 
 Each runner takes one preprocessed host batch, float32 [B, 3, h, w] (C-contiguous numpy), and
 returns the model outputs as float32 numpy arrays [B, 1, h, w] in the order
@@ -11,10 +21,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from dap_core.model_source import ModelSource
 
 
 def _ms(start: float) -> float:
@@ -24,8 +37,38 @@ def _ms(start: float) -> float:
 class Runner(Protocol):
     name: str
     max_batch: int | None  # largest batch one call accepts (None = any)
+    description: str  # what was built and how (engine from cache, threads, ...)
 
     def run(self, x: np.ndarray, timings: dict[str, float]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What the Predictor asks of a backend."""
+
+    device: str
+    precision: str
+    thresholds: tuple[int, ...]
+    input_size: tuple[int, int]
+    threads: int
+    cache_dir: Path
+    engine_dir: Path | None = None  # None = dap_core.export.tensorrt.engine_cache_dir()
+
+    def onnx_file(self, source: ModelSource) -> Path:
+        return source.onnx_file(self.cache_dir, self.input_size, self.thresholds)
+
+
+class Backend(Protocol):
+    name: str
+
+    def build(self, source: ModelSource, request: BuildRequest) -> Runner: ...
+
+
+def warm_up(runner: Runner, x: np.ndarray) -> float:
+    """One forward on `x` (first-call allocations, kernel selection); returns its ms."""
+    start = time.perf_counter()
+    runner.run(x, {})
+    return _ms(start)
 
 
 class TorchRunner:
@@ -41,11 +84,15 @@ class TorchRunner:
         self.device = torch.device(device)
         if self.device.type == "cpu" and precision == "fp16":
             raise ValueError("precision fp16 is not supported by torch on CPU; use fp32 or bf16")
-        self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in dtypes:
+            raise ValueError(f"torch runs fp32, bf16 or fp16, not {precision} (int8: onnxruntime)")
+        self.dtype = dtypes[precision]
         self.model = model.eval().to(self.device)
         self.thresholds = tuple(thresholds)
         self._device_input = None
         self._host_outputs: list = []
+        self.description = f"torch on {device}"
 
     def _autocast(self):
         if self.dtype is None:
@@ -94,7 +141,11 @@ class OnnxRuntimeRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, threads: int, thresholds: Sequence[int]) -> None:
+    def __init__(
+        self, onnx_path: str | Path, threads: int, thresholds: Sequence[int], *, spin: bool = True
+    ) -> None:
+        """spin=False stops onnxruntime's threads from busy-waiting after each run (they
+        would take the cores from whatever runs next: fair benchmarks, shared machines)."""
         import onnxruntime as ort
 
         from dap_core.export.onnx import DEPTH_OUTPUT, INPUT_NAME, mask_output_name, read_onnx_info
@@ -111,6 +162,8 @@ class OnnxRuntimeRunner:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
@@ -118,6 +171,7 @@ class OnnxRuntimeRunner:
         self.output_names = [DEPTH_OUTPUT, *(mask_output_name(t) for t in thresholds)]
         self.max_batch = None if info.dynamic_batch else info.batch
         self.info = info
+        self.description = f"onnxruntime CPU, {threads} threads"
         self._binding = None
         self._outputs: list[np.ndarray] = []
         self._shape: tuple[int, ...] | None = None
@@ -156,6 +210,7 @@ class TensorRTRunner:
         self.max_batch = max_batch
         self._device_input = None
         self._host_outputs: list = []
+        self.description = "TensorRT engine"
 
     def run(self, x: np.ndarray, timings: dict[str, float]) -> list[np.ndarray]:
         torch = self.torch
@@ -182,3 +237,133 @@ class TensorRTRunner:
         torch.cuda.synchronize()
         timings["download"] = _ms(start)
         return [b.numpy() for b in self._host_outputs]
+
+
+# ------------------------------------------------------------------ builders
+
+
+class TorchBackend:
+    """Eager torch on the model itself: nothing to export or cache."""
+
+    name = "torch"
+
+    def build(self, source: ModelSource, request: BuildRequest) -> TorchRunner:
+        if source.model is None:
+            raise ValueError("the torch backend needs weights, not an ONNX file")
+        if request.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError(f"device {request.device} requested but CUDA is not available")
+        runner = TorchRunner(source.model, request.device, request.precision, request.thresholds)
+        if request.device == "cpu" and request.precision == "bf16":
+            from dap_core import reduced_precision as rp
+
+            native = rp.require_bf16()
+            fp32 = TorchRunner(source.model, "cpu", "fp32", request.thresholds)
+            agreement = _accuracy_gate(source, request, fp32, runner)
+            runner.description = f"torch bf16 on cpu ({native}); {agreement.describe()}"
+        return runner
+
+
+def _accuracy_gate(source: ModelSource, request: BuildRequest, fp32: Runner, candidate: Runner):
+    """dap_core.reduced_precision's gate: candidate vs FP32 on the fixed panoramas."""
+    from dap_core import reduced_precision as rp
+    from dap_core.progress import heartbeat
+
+    def run(runner: Runner):
+        return lambda x: [np.array(o) for o in runner.run(np.ascontiguousarray(x), {})]
+
+    def measure():
+        what = f"checking {request.precision} against fp32 on {len(rp.FIXED_SEEDS)} panoramas"
+        with heartbeat(f"{what} (first run only)"):
+            inputs = rp.fixed_inputs(source.config, request.input_size)
+            return rp.compare(run(fp32), run(candidate), inputs)
+
+    key = [source.digest, list(request.input_size), list(request.thresholds)]
+    return rp.gate(request.precision, key, request.cache_dir, measure)
+
+
+class OnnxRuntimeBackend:
+    """onnxruntime CPU on the given ONNX file, or on the model's cached export."""
+
+    name = "onnxruntime"
+
+    def build(self, source: ModelSource, request: BuildRequest) -> OnnxRuntimeRunner:
+        if request.device.startswith("cuda"):
+            raise ValueError("the onnxruntime backend runs on the CPU here; use device='cpu'")
+        if request.precision not in ("fp32", "int8"):
+            raise ValueError(f"the onnxruntime backend runs fp32 or int8, not {request.precision}")
+        fp32_path = request.onnx_file(source)
+        if request.precision == "fp32":
+            return OnnxRuntimeRunner(fp32_path, request.threads, request.thresholds)
+        return self._int8(source, request, fp32_path)
+
+    def _int8(self, source: ModelSource, request: BuildRequest, fp32_path: Path):
+        from dap_core import reduced_precision as rp
+        from dap_core.progress import heartbeat
+
+        int8_path = request.cache_dir / "onnx" / f"{fp32_path.stem}.int8.onnx"
+        if not int8_path.is_file():
+            with heartbeat(f"quantising the linear layers of {fp32_path.name} to INT8"):
+                rp.quantize_int8(fp32_path, int8_path)
+        runner = OnnxRuntimeRunner(int8_path, request.threads, request.thresholds)
+        fp32 = OnnxRuntimeRunner(fp32_path, request.threads, request.thresholds)
+        agreement = _accuracy_gate(source, request, fp32, runner)
+        runner.description = (
+            f"onnxruntime CPU INT8 (dynamic, linear layers), {request.threads} threads; "
+            f"{agreement.describe()}"
+        )
+        return runner
+
+
+class TensorRTBackend:
+    """A TensorRT engine built from the ONNX export, cached, and checked against onnxruntime
+    FP32 on a fixed input before use (dap_core.export.tensorrt, dap_core.export.parity)."""
+
+    name = "tensorrt"
+
+    def build(self, source: ModelSource, request: BuildRequest) -> TensorRTRunner:
+        from dap_core.export.onnx import (
+            DEPTH_OUTPUT,
+            INPUT_NAME,
+            mask_output_name,
+            read_onnx_info,
+        )
+        from dap_core.export.parity import load_or_make_reference, verify_engine
+        from dap_core.export.tensorrt import TensorRTEngine, build_engine, import_tensorrt
+
+        if not request.device.startswith("cuda"):
+            raise ValueError("the tensorrt backend needs device='cuda'")
+        import_tensorrt()  # fail early and clearly, before any export work
+        onnx_path = request.onnx_file(source)
+        info = read_onnx_info(onnx_path)
+        missing = [t for t in request.thresholds if t not in info.mask_thresholds]
+        if missing:
+            raise ValueError(f"{onnx_path} has no range-mask output for {missing} m")
+        record = build_engine(onnx_path, request.precision, cache_dir=request.engine_dir)
+        batch = info.batch or 1
+        shape = (batch, 3, *info.input_size)
+        ref_in, ref_out = load_or_make_reference(record, onnx_path, INPUT_NAME, shape)
+        engine = TensorRTEngine(record.engine_path)
+
+        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            import torch
+
+            device_inputs = {k: torch.from_numpy(v).cuda() for k, v in inputs.items()}
+            outputs = engine(device_inputs)
+            return {k: v.float().cpu().numpy() for k, v in outputs.items()}
+
+        report = verify_engine(run, ref_in, ref_out, request.precision, record.engine_path.name)
+        wanted = [DEPTH_OUTPUT, *(mask_output_name(t) for t in request.thresholds)]
+        runner = TensorRTRunner(engine, wanted, batch)
+        runner.description = (
+            f"TensorRT {record.key.trt_version} {request.precision} engine "
+            f"{'built' if record.built else 'from cache'}, parity {report.describe()}"
+        )
+        return runner
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (TorchBackend(), OnnxRuntimeBackend(), TensorRTBackend())
+}

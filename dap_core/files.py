@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -29,12 +30,17 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+    return path
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """fsync a folder so that renames into it survive a crash."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -49,3 +55,42 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+class WriteError(RuntimeError):
+    """A file could not be written (full disk, read-only or immutable folder, path under a file).
+
+    The message is one line naming the path and the cause; the target is left as it was.
+    """
+
+
+def write_error(path: str | Path, err: OSError) -> WriteError:
+    """One-line WriteError for an OSError raised while writing `path`."""
+    cause = err.strerror or str(err)
+    name = os.strerror(err.errno) if err.errno else type(err).__name__
+    if cause != name:
+        cause = f"{cause} ({name})"
+    return WriteError(f"cannot write {path}: {cause}")
+
+
+def ensure_dir(directory: str | Path) -> Path:
+    """mkdir -p that says 'Not a directory' (not 'File exists') when a file is in the way."""
+    directory = Path(directory)
+    for folder in (directory, *directory.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+            break
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def os_error_in_chain(err: BaseException) -> OSError | None:
+    """The first OSError in an exception's cause/context chain (exporters wrap them)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

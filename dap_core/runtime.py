@@ -4,11 +4,13 @@
     prediction = predictor.predict(rgb)                    # uint8 [H, W, 3] or [B, H, W, 3]
     prediction.range_m                                     # float32 metres, camera resolution
 
-Backends: "torch" (CPU or CUDA), "onnxruntime" (CPU), "tensorrt" (CUDA; engine built from
-an ONNX export, cached on disk and checked against an FP32 reference before use). "auto"
-tries TensorRT, then CUDA torch (on a CUDA device), else on the CPU measures torch and
-onnxruntime once on the actual model and keeps the faster; the choice and the reason are in
-`.backend` and `.backend_reason`.
+Owns: choosing (through dap_core.backend_choice), pre-processing and post-processing. Who
+owns the rest: dap_core.model_source reads the weights and caches the ONNX export;
+dap_core.backends builds each backend ("torch" CPU/CUDA, "onnxruntime" CPU, "tensorrt" CUDA
+with its engine cache and parity gate) behind one `build(source, request)` interface;
+dap_core.backend_choice decides for "auto" (cached CPU timings or a cheap rule, never an ONNX
+export of a large model just to time it). The choice and its reason are in `.backend` and
+`.backend_reason`, and printed once per process.
 
 Pre/post-processing: the camera image is resized to the model input (area when shrinking,
 cubic otherwise, as dap_core.model.preprocess) into buffers reused between calls; outputs are
@@ -18,13 +20,9 @@ on the sphere). Range = depth x max_range_m, finite and not gated (Prediction.ga
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +33,7 @@ from dap_core.prediction import Prediction
 LOG = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16")
-CPU_MEASURE_RUNS = 5  # timed forwards per backend when "auto" compares torch and onnxruntime
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def available_cores() -> int:
@@ -92,45 +89,6 @@ class _SeamAwareUpsampler:
         return out
 
 
-# ------------------------------------------------------------------------- model sources
-
-
-@dataclass
-class _Source:
-    """What the Predictor was given: a torch model, an ONNX file, or both."""
-
-    model: Any  # DAP or None
-    onnx_path: Path | None
-    config: Any  # DAPConfig
-    digest: str  # identifies weights + config, for caches
-
-
-def _model_digest(model) -> str:
-    """sha256 over the config and every tensor of the state dict (names, shapes, bytes)."""
-    digest = hashlib.sha256(model.config.to_json().encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _load_source(weights) -> _Source:
-    from dap_core.model import DAP
-
-    if isinstance(weights, DAP):
-        return _Source(weights, None, weights.config, _model_digest(weights))
-    path = Path(weights)
-    if path.suffix == ".onnx":
-        from dap_core.export.onnx import read_onnx_info
-        from dap_core.export.tensorrt import file_sha256
-
-        info = read_onnx_info(path)
-        return _Source(None, path, info.config(), file_sha256(path))
-    model = DAP.load(path)
-    return _Source(model, None, model.config, _model_digest(model))
-
-
 # ------------------------------------------------------------------------- predictor
 
 
@@ -141,7 +99,9 @@ class Predictor:
         export (onnxruntime or TensorRT only).
     backend: "auto", "torch", "onnxruntime" or "tensorrt".
     device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
-    precision: "fp32", "bf16" or "fp16" (fp16 needs CUDA; onnxruntime runs fp32 only).
+    precision: "fp32", "bf16", "fp16" (CUDA) or "int8" (onnxruntime CPU). On the CPU, bf16
+        and int8 pass dap_core.reduced_precision's gates (native BF16; agreement with FP32)
+        or are refused with PrecisionRefusedError and the numbers.
     mask_thresholds: range masks to compute, metres (None = every head of the model).
     input_size: model input (H, W), multiples of 16 (None = the model's config).
     threads: CPU threads for torch / onnxruntime (None = all cores this process may use).
@@ -170,7 +130,11 @@ class Predictor:
     ) -> None:
         import torch
 
+        from dap_core.backend_choice import choose
+        from dap_core.backends import BuildRequest
         from dap_core.export import cache_root
+        from dap_core.model_source import load_source
+        from dap_core.progress import say
 
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -181,10 +145,10 @@ class Predictor:
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(self.threads)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else cache_root()
-        self._engine_dir = Path(cache_dir) / "engines" if cache_dir is not None else None
+        engine_dir = Path(cache_dir) / "engines" if cache_dir is not None else None
         self.device = _resolve_device(device)
         self.precision = precision
-        self._source = _load_source(weights)
+        self._source = load_source(weights)
         config = self._source.config
         self.config = config
         self.max_range_m = float(config.max_range_m)
@@ -195,213 +159,24 @@ class Predictor:
         self._buffers: dict[tuple, Any] = {}
         self._resizers: dict[tuple, _SeamAwareUpsampler] = {}
         self.reuse_outputs = reuse_outputs
-        self._runner = self._select(backend)
+        request = BuildRequest(
+            device=self.device,
+            precision=precision,
+            thresholds=self.mask_thresholds,
+            input_size=self.input_size,
+            threads=self.threads,
+            cache_dir=self.cache_dir,
+            engine_dir=engine_dir,
+        )
+        choice = choose(backend, self._source, request, self._input_buffer(1))
+        self._runner = choice.runner
         self.backend: str = self._runner.name
-        LOG.info("DAP backend %s: %s", self.backend, self.backend_reason)
-        if warmup and self.warmup_ms is None:
+        self.backend_reason = choice.reason
+        say(f"{self.describe()}", once=True)
+        if choice.warmed:
+            self.warmup_ms = 0.0  # it ran while being measured
+        elif warmup:
             self.warmup_ms = self._warm_up()
-
-    # ----------------------------------------------------------------- selection
-    def _select(self, backend: str):
-        cuda = self.device.startswith("cuda")
-        if backend == "torch":
-            self.backend_reason = f"requested; torch on {self.device}"
-            return self._torch_runner()
-        if backend == "onnxruntime":
-            if cuda:
-                raise ValueError("the onnxruntime backend runs on the CPU here; use device='cpu'")
-            self.backend_reason = f"requested; onnxruntime CPU, {self.threads} threads"
-            return self._onnxruntime_runner()
-        if backend == "tensorrt":
-            if not cuda:
-                raise ValueError("the tensorrt backend needs device='cuda'")
-            runner = self._tensorrt_runner()
-            self.backend_reason = f"requested; {self.backend_reason}"
-            return runner
-        # auto
-        if cuda:
-            from dap_core.export.parity import EngineRejectedError
-            from dap_core.export.tensorrt import TensorRTUnavailableError
-
-            try:
-                runner = self._tensorrt_runner()
-                self.backend_reason = f"auto: TensorRT available; {self.backend_reason}"
-                return runner
-            except (TensorRTUnavailableError, EngineRejectedError) as err:
-                why = str(err).split(". ")[0]
-            if self._source.model is None:
-                raise ValueError(
-                    f"auto on {self.device}: TensorRT unusable ({why}) and an ONNX file cannot "
-                    "run on torch; pass the weights directory instead"
-                )
-            self.backend_reason = f"auto: TensorRT unusable ({why}); torch on {self.device}"
-            return self._torch_runner()
-        return self._select_cpu()
-
-    def _select_cpu(self):
-        if self._source.model is None:
-            self.backend_reason = "auto: an ONNX file was given; onnxruntime CPU"
-            return self._onnxruntime_runner()
-        if self.precision != "fp32":
-            self.backend_reason = f"auto: {self.precision} on CPU runs on torch only"
-            return self._torch_runner()
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            self.backend_reason = "auto: onnxruntime not installed; torch on CPU"
-            return self._torch_runner()
-        timings = self._cached_cpu_timings()
-        runners = {}
-        if timings is None:
-            try:
-                ort_runner = self._onnxruntime_runner()
-            except Exception as err:  # export or session failure: the optional path only
-                LOG.warning("onnxruntime unusable, using torch: %s", err)
-                self.backend_reason = f"auto: onnxruntime unusable ({err}); torch on CPU"
-                return self._torch_runner()
-            runners = {"torch": self._torch_runner(), "onnxruntime": ort_runner}
-            timings = self._measure(runners)
-            self._store_cpu_timings(timings)
-        best = min(timings, key=timings.get)
-        other = next(n for n in timings if n != best)
-        self.backend_reason = (
-            f"auto: {best} {timings[best]:.0f} ms vs {other} {timings[other]:.0f} ms per frame "
-            f"at {self.input_size[0]}x{self.input_size[1]} on {self.threads} CPU threads "
-            f"({'measured now' if runners else 'measured earlier on this machine'})"
-        )
-        if best in runners:
-            self.warmup_ms = 0.0  # both were warmed up while measuring
-            return runners[best]
-        return self._torch_runner() if best == "torch" else self._onnxruntime_runner()
-
-    def _measure(self, runners: dict) -> dict[str, float]:
-        """Median forward ms of each runner; runs alternate so that load drift on a shared
-        machine hits every backend alike."""
-        x = self._input_buffer(1)
-        for runner in runners.values():
-            runner.run(x, {})  # warm-up
-        samples: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(CPU_MEASURE_RUNS):
-            for name, runner in runners.items():
-                timings: dict[str, float] = {}
-                runner.run(x, timings)
-                samples[name].append(timings["forward"])
-        return {name: float(np.median(values)) for name, values in samples.items()}
-
-    def _timings_path(self) -> Path:
-        import onnxruntime
-        import torch
-
-        key = json.dumps(
-            [
-                self._source.digest,
-                self.input_size,
-                self.mask_thresholds,
-                self.threads,
-                torch.__version__,
-                onnxruntime.__version__,
-                platform.processor() or platform.machine(),
-                os.cpu_count(),
-            ]
-        )
-        name = hashlib.sha256(key.encode()).hexdigest()[:20]
-        return self.cache_dir / "backend_timings" / f"{name}.json"
-
-    def _cached_cpu_timings(self) -> dict[str, float] | None:
-        try:
-            data = json.loads(self._timings_path().read_text())
-            return {"torch": float(data["torch"]), "onnxruntime": float(data["onnxruntime"])}
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def _store_cpu_timings(self, timings: dict[str, float]) -> None:
-        path = self._timings_path()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(timings))
-        except OSError as err:  # a read-only cache only costs a re-measurement next time
-            LOG.warning("could not store backend timings in %s: %s", path, err)
-
-    # ----------------------------------------------------------------- runners
-    def _torch_runner(self):
-        from dap_core.backends import TorchRunner
-
-        if self._source.model is None:
-            raise ValueError("the torch backend needs weights, not an ONNX file")
-        if self.device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise RuntimeError(f"device {self.device} requested but CUDA is not available")
-        return TorchRunner(self._source.model, self.device, self.precision, self.mask_thresholds)
-
-    def _onnx_path(self, dynamic_batch: bool = False) -> Path:
-        """The ONNX file to run: the one given, or an export cached under cache_dir/onnx."""
-        if self._source.onnx_path is not None:
-            return self._source.onnx_path
-        from dap_core.export.onnx import export_onnx
-
-        h, w = self.input_size
-        key = json.dumps([self._source.digest, h, w, self.mask_thresholds, dynamic_batch])
-        name = f"dap-{h}x{w}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.onnx"
-        path = self.cache_dir / "onnx" / name
-        if not path.is_file():
-            LOG.info("exporting the model to %s", path)
-            tmp = path.with_name(path.name + ".partial.onnx")
-            export_onnx(
-                self._source.model,
-                tmp,
-                input_size=self.input_size,
-                mask_thresholds=self.mask_thresholds,
-                dynamic_batch=dynamic_batch,
-            )
-            os.replace(tmp, path)
-        return path
-
-    def _onnxruntime_runner(self):
-        from dap_core.backends import OnnxRuntimeRunner
-
-        if self.precision != "fp32":
-            raise ValueError(f"the onnxruntime backend runs fp32 only, not {self.precision}")
-        return OnnxRuntimeRunner(self._onnx_path(), self.threads, self.mask_thresholds)
-
-    def _tensorrt_runner(self):
-        from dap_core.backends import TensorRTRunner
-        from dap_core.export.onnx import (
-            DEPTH_OUTPUT,
-            INPUT_NAME,
-            mask_output_name,
-            read_onnx_info,
-        )
-        from dap_core.export.parity import load_or_make_reference, verify_engine
-        from dap_core.export.tensorrt import TensorRTEngine, build_engine, import_tensorrt
-
-        import_tensorrt()  # fail early and clearly, before any export work
-        onnx_path = self._onnx_path()
-        info = read_onnx_info(onnx_path)
-        record = build_engine(onnx_path, self.precision, cache_dir=self._engine_dir)
-        batch = info.batch or 1
-        shape = (batch, 3, *info.input_size)
-        ref_in, ref_out = load_or_make_reference(record, onnx_path, INPUT_NAME, shape)
-        engine = TensorRTEngine(record.engine_path)
-
-        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            import torch
-
-            device_inputs = {k: torch.from_numpy(v).cuda() for k, v in inputs.items()}
-            outputs = engine(device_inputs)
-            return {k: v.float().cpu().numpy() for k, v in outputs.items()}
-
-        report = verify_engine(run, ref_in, ref_out, self.precision, record.engine_path.name)
-        self.backend_reason = (
-            f"TensorRT {record.key.trt_version} {self.precision} engine "
-            f"{'built' if record.built else 'from cache'}, parity {report.describe()}"
-        )
-        missing = [t for t in self.mask_thresholds if t not in info.mask_thresholds]
-        if missing:
-            raise ValueError(f"{onnx_path} has no range-mask output for {missing} m")
-        wanted = [DEPTH_OUTPUT, *(mask_output_name(t) for t in self.mask_thresholds)]
-        return TensorRTRunner(engine, wanted, batch)
 
     # ----------------------------------------------------------------- buffers
     def _input_buffer(self, batch: int) -> np.ndarray:
@@ -419,9 +194,9 @@ class Predictor:
         return self._buffers[key]
 
     def _warm_up(self) -> float:
-        start = time.perf_counter()
-        self._runner.run(self._input_buffer(1), {})
-        return _ms(start)
+        from dap_core.backends import warm_up
+
+        return warm_up(self._runner, self._input_buffer(1))
 
     # ----------------------------------------------------------------- predict
     def preprocess_into(self, rgb: np.ndarray) -> np.ndarray:
@@ -536,7 +311,7 @@ def _resolve_device(device: str) -> str:
     raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
 
 
-def _resolve_input_size(input_size, config, source: _Source) -> tuple[int, int]:
+def _resolve_input_size(input_size, config, source) -> tuple[int, int]:
     if source.onnx_path is not None:
         fixed = tuple(config.input_size)
         if input_size is not None and tuple(input_size) != fixed:

@@ -151,9 +151,9 @@ def dap_head_predictors(settings) -> HeadPredictors:
         source: Any = weights
         heads = read_onnx_info(weights).mask_thresholds
     else:
-        from dap_core.model import DAP
+        from dap_core.model import load_model
 
-        source = DAP.load(weights)
+        source = load_model(weights)
         heads = source.config.mask_thresholds
 
     def build(threshold: int) -> PredictorLike:

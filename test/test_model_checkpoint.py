@@ -10,7 +10,8 @@ import torch
 from model_helpers import micro_config
 from safetensors.torch import save_file
 
-from dap_core.model import DAP, DAPConfig
+from dap_core.model import DAP, DAPConfig, load_model, save_model
+from dap_core.model.checkpoint import load_mask_head, save_mask_head
 from dap_core.model.preprocess import preprocess
 
 MICRO = micro_config(mask_thresholds=(10, 20))
@@ -30,7 +31,7 @@ def x():
 
 @pytest.fixture
 def saved(tmp_path, model):
-    return model.save(tmp_path / "m")
+    return save_model(model, tmp_path / "m")
 
 
 def _same_outputs(a, b, x):
@@ -45,21 +46,21 @@ def test_save_then_load_directory_and_file(saved, model, x):
     assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]
     assert DAPConfig.from_json((saved / "config.json").read_text()) == MICRO
     for source in (saved, saved / "model.safetensors", str(saved)):
-        loaded = DAP.load(source)
+        loaded = load_model(source)
         assert loaded.config == MICRO and not loaded.training
         _same_outputs(model, loaded, x)
 
 
 def test_config_in_metadata_is_used_when_config_json_is_absent(saved, model, x):
     (saved / "config.json").unlink()
-    _same_outputs(model, DAP.load(saved / "model.safetensors"), x)
+    _same_outputs(model, load_model(saved / "model.safetensors"), x)
 
 
 def test_truncated_safetensors_is_refused(saved):
     weights = saved / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match="corrupt or truncated safetensors"):
-        DAP.load(saved)
+        load_model(saved)
 
 
 def test_config_that_does_not_fit_the_weights_is_refused(saved):
@@ -67,17 +68,17 @@ def test_config_that_does_not_fit_the_weights_is_refused(saved):
     config["head_features"] = 24
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"shape mismatch for heads\.depth\.scratch\.layer1_rn"):
-        DAP.load(saved)
+        load_model(saved)
     config["head_features"], config["depth"], config["layer_indices"] = 16, 5, [0, 1, 2, 4]
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"missing \d+ key\(s\): backbone\.blocks\.4\."):
-        DAP.load(saved)
+        load_model(saved)
 
 
 def test_bad_config_json_is_refused(saved):
     (saved / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad model config"):
-        DAP.load(saved)
+        load_model(saved)
 
 
 def test_nan_weights_are_refused(tmp_path, model):
@@ -86,43 +87,43 @@ def test_nan_weights_are_refused(tmp_path, model):
     save_file(state, tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(MICRO.to_json())
     with pytest.raises(ValueError, match=r"non-finite.*heads\.mask_20\.scratch\.output_conv1"):
-        DAP.load(tmp_path)
+        load_model(tmp_path)
 
 
 def test_missing_and_unknown_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="model not found"):
-        DAP.load(tmp_path / "nothing")
+        load_model(tmp_path / "nothing")
     (tmp_path / "weights.onnx").write_bytes(b"x")
     with pytest.raises(ValueError, match="unknown model file type"):
-        DAP.load(tmp_path / "weights.onnx")
+        load_model(tmp_path / "weights.onnx")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
-        DAP.load(tmp_path / "empty")
+        load_model(tmp_path / "empty")
 
 
 def test_a_mask_head_saves_and_loads_on_its_own(tmp_path, model, x):
-    path = model.save_mask_head(20, tmp_path / "mask_20.safetensors")
+    path = save_mask_head(model, 20, tmp_path / "mask_20.safetensors")
     torch.manual_seed(9)
     other = DAP(MICRO.replace(mask_thresholds=(10,))).eval()
     other.load_state_dict(model.state_dict(), strict=False)  # same backbone, no 20 m head
-    other.load_mask_head(20, path)
+    load_mask_head(other, 20, path)
     assert other.config.mask_thresholds == (10, 20)
     with torch.no_grad():
         assert torch.equal(other(x, (20,)).masks[20], model(x, (20,)).masks[20])
 
 
 def test_a_mask_head_file_must_fit(tmp_path, model):
-    path = model.save_mask_head(10, tmp_path / "mask_10.safetensors")
+    path = save_mask_head(model, 10, tmp_path / "mask_10.safetensors")
     with pytest.raises(ValueError, match="holds the 10 m mask head, not 50 m"):
-        model.load_mask_head(50, path)
+        load_mask_head(model, 50, path)
     wider = DAP(MICRO.replace(head_features=32))
     with pytest.raises(ValueError, match="does not fit this model"):
-        wider.load_mask_head(10, path)
+        load_mask_head(wider, 10, path)
     beyond = DAP(MICRO.replace(mask_head_meaning="beyond"))
     with pytest.raises(ValueError, match="trained as a 'within' head"):
-        beyond.load_mask_head(10, path)
+        load_mask_head(beyond, 10, path)
     with pytest.raises(ValueError, match="not a DAP mask-head file"):
-        model.load_mask_head(10, model.save(tmp_path / "full") / "model.safetensors")
+        load_mask_head(model, 10, save_model(model, tmp_path / "full") / "model.safetensors")
 
 
 def test_add_mask_head_refuses_duplicates(model):

@@ -261,3 +261,26 @@ def test_bfloat16_model_keeps_fp32_rope_and_stays_close(x):
     assert out.depth.dtype == torch.bfloat16
     assert (out.depth.float() - reference.depth).abs().max() < 0.02
     assert (out.masks[10].float() - reference.masks[10]).abs().max() < 0.02
+
+
+def test_inference_rope_is_bit_identical_to_the_reference_rope():
+    from dap_core.model.vit import (
+        RopePositionEmbedding,
+        _apply_rope,
+        _inference_rope_applies,
+        _rope_qk_inference,
+    )
+
+    rope = RopePositionEmbedding(head_dim=64, base=100.0, n_prefix_tokens=5)
+    sin, cos = rope(7, 14)
+    n = sin.shape[0]
+    qkv = torch.randn(2, n, 3, 4, 64, generator=torch.Generator().manual_seed(3)) * 50
+    q, k, _ = (t.transpose(1, 2) for t in torch.unbind(qkv, 2))
+    fq, fk = _rope_qk_inference(qkv, sin, cos)
+    assert torch.equal(fq, _apply_rope(q, sin, cos)) and torch.equal(fk, _apply_rope(k, sin, cos))
+    assert fq.is_contiguous() and fk.is_contiguous()
+    assert torch.equal(fq[:, :, :5], q[:, :, :5])  # class and storage tokens pass unrotated
+    with torch.no_grad():
+        assert _inference_rope_applies(qkv, sin)
+        assert not _inference_rope_applies(qkv.bfloat16(), sin)
+    assert not _inference_rope_applies(qkv, sin)  # training keeps the autograd-friendly path

@@ -8,7 +8,7 @@ import torch
 from model_helpers import TINY_LAYERS, TINY_WEIGHTS, tiny_state
 
 from dap_core.cli import main as dap_main
-from dap_core.model import DAP
+from dap_core.model import load_model
 from dap_core.model.official import config_from_official, load_official, load_official_report
 
 BLOCK0 = "core.pretrained.model.blocks.0."
@@ -151,14 +151,14 @@ def test_truncated_pth_is_refused(tmp_path, official_state):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupt or truncated"):
-        DAP.load(path)
+        load_model(path)
 
 
 def test_garbage_pth_is_refused(tmp_path):
     path = tmp_path / "model.pth"
     path.write_bytes(b"this is not a checkpoint" * 10)
     with pytest.raises(ValueError, match=str(path.name)):
-        DAP.load(path)
+        load_model(path)
 
 
 class _Payload:
@@ -176,7 +176,7 @@ def test_arbitrary_pickle_is_never_executed(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"core.x": torch.zeros(1), "payload": _Payload(marker)}, path)
     with pytest.raises(ValueError, match="refused to load"):
-        DAP.load(path)
+        load_model(path)
     assert not marker.exists()
 
 
@@ -184,14 +184,14 @@ def test_non_tensor_entries_are_refused(tmp_path):
     path = tmp_path / "odd.pth"
     torch.save({"core.x": torch.zeros(1), "epoch": 3}, path)
     with pytest.raises(ValueError, match="not tensors: epoch"):
-        DAP.load(path)
+        load_model(path)
 
 
 def test_unknown_depth_needs_layer_indices(tmp_path, official_state):
     path = tmp_path / "model.pth"
     torch.save(dict(official_state), path)
     with pytest.raises(ValueError, match="5 blocks; pass the 4 block indices"):
-        DAP.load(path)
+        load_model(path)
 
 
 def test_convert_command_writes_our_format(tmp_path, official_state, x64, reference, capsys):
@@ -200,11 +200,11 @@ def test_convert_command_writes_our_format(tmp_path, official_state, x64, refere
     out = tmp_path / "converted"
     assert dap_main(["convert", "official", str(path), str(out), "--layers", "0,2,3,4"]) == 0
     assert "aliases checked: 75" in capsys.readouterr().out
-    model = DAP.load(out)
+    model = load_model(out)
     assert model.config.adapter == "official" and model.config.mask_head_meaning == "beyond"
     _assert_same(_outputs(model, x64), reference)
     # The .safetensors alone also loads (config.json beside it).
-    _assert_same(_outputs(DAP.load(out / "model.safetensors"), x64), reference)
+    _assert_same(_outputs(load_model(out / "model.safetensors"), x64), reference)
 
 
 def test_convert_command_reports_bad_input(tmp_path, capsys):
@@ -218,6 +218,6 @@ def test_convert_command_reports_bad_input(tmp_path, capsys):
 def test_official_safetensors_loads_directly(official_fixtures, x64, reference):
     # Official key names in a .safetensors (no config.json beside it) take the official path.
     with pytest.raises(ValueError, match="pass the 4 block indices"):
-        DAP.load(official_fixtures / TINY_WEIGHTS)
+        load_model(official_fixtures / TINY_WEIGHTS)
     model = load_official(official_fixtures / TINY_WEIGHTS, layer_indices=TINY_LAYERS)
     _assert_same(_outputs(model, x64), reference)

@@ -10,7 +10,7 @@ import torch
 from model_helpers import TINY_LAYERS, tiny_state
 
 from dap_core.cli import main as dap_main
-from dap_core.model import DAP, hub, official
+from dap_core.model import hub, load_model, official
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,7 +51,7 @@ def test_fetch_converts_once_and_then_uses_the_cache(tmp_path, released_as, offi
     out = hub.fetch_official_weights(tmp_path / "cache", layer_indices=TINY_LAYERS)
     assert out == tmp_path / "cache" / hub.OFFICIAL_DIR_NAME
     assert len(released_as) == 1
-    model = DAP.load(out)
+    model = load_model(out)
     x = torch.from_numpy(np.load(official_fixtures / "input.npy"))
     expected = np.load(official_fixtures / "expected_pred_depth.npy")
     with torch.no_grad():

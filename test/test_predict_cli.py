@@ -13,13 +13,14 @@ from plyfile import PlyData
 from dap_core import io
 from dap_core.cli import main
 from dap_core.export.onnx import read_onnx_info
+from dap_core.model import save_model
 from dap_core.runtime import Predictor
 
 
 @pytest.fixture(scope="module")
 def weights_dir(official_fixtures, tmp_path_factory):
     directory = tmp_path_factory.mktemp("weights") / "fixture"
-    load_fixture_model(official_fixtures).save(directory)
+    save_model(load_fixture_model(official_fixtures), directory)
     return directory
 
 

@@ -17,6 +17,7 @@ from ros_harness import domain_id, local_context, wait_until
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
+from dap_core.model import save_model
 from dap_core.prediction import Prediction
 from dap_ros import conversions as conv
 from dap_ros.predictors import HeadPredictors
@@ -185,7 +186,7 @@ def test_the_runtime_predictor_of_a_head_computes_that_mask_only(official_fixtur
 
     tiny_layers = (0, 2, 3, 4)  # the fixture model's intermediate_layer_idx
     model = load_official(official_fixtures / "tiny_weights.safetensors", layer_indices=tiny_layers)
-    model.save(tmp_path)
+    save_model(model, tmp_path)
     settings = Settings.defaults().replaced(
         {"weights": str(tmp_path), "backend": "torch", "threads": 1, "input_height": 32}
     )

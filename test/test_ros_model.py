@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from ros_harness import NodeProcess, diagnostics_values, domain_id, ros_client, stamped
 from sensor_msgs.msg import Image, LaserScan, PointCloud2
 
+from dap_core.model import save_model
 from dap_ros import conversions as conv
 
 pytestmark = [
@@ -39,7 +40,7 @@ def tiny_weights(official_fixtures, tmp_path_factory):
 
     model = load_official(official_fixtures / "tiny_weights.safetensors", layer_indices=TINY_LAYERS)
     directory = tmp_path_factory.mktemp("tiny_dap")
-    model.save(directory)
+    save_model(model, directory)
     return directory, model.config
 
 

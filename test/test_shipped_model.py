@@ -16,7 +16,7 @@ import torch
 
 from dap_core.data.synthetic import SyntheticPanoramaDataset
 from dap_core.metrics import depth_metrics, mask_metrics
-from dap_core.model import DAP
+from dap_core.model import load_model
 from dap_core.train.tasks import predict_range
 
 EVAL_SEED_OFFSET = 900_000  # the held-out seeds of the training configs' evaluation
@@ -33,7 +33,7 @@ MIN_MASK_IOU = 0.9
 
 @pytest.fixture(scope="module")
 def shipped(repo_root):
-    return DAP.load(repo_root / "weights" / "dap_small").eval()
+    return load_model(repo_root / "weights" / "dap_small").eval()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from train_utils import REPO_ROOT, run_train, subprocess_env, write_config, write_folder_dataset
 
+from dap_core.model import load_model
 from dap_core.train.checkpoint import atomic_save, find_checkpoint, load_checkpoint, save_checkpoint
 
 STEPS = 8
@@ -92,8 +93,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     res_opt = resumed["optimizer"]["state"]
     assert all(torch.equal(ref_opt[k]["exp_avg"], res_opt[k]["exp_avg"]) for k in ref_opt)
     # The exported model is the trained one.
-    from dap_core.model import DAP
 
-    model = DAP.load(tmp_path / "killed/model")
+    model = load_model(tmp_path / "killed/model")
     for key, value in model.state_dict().items():
         assert torch.equal(value, reference["module"][key])

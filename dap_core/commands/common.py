@@ -115,7 +115,7 @@ def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"]
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "int8"])
     parser.add_argument(
         "--masks", default=None, help="range masks to compute, e.g. 10,50 (default: all; none)"
     )

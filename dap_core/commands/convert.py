@@ -39,12 +39,13 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dap_core.model import save_model
     from dap_core.model.official import load_official_report
 
     model, report = load_official_report(
         args.checkpoint, layer_indices=parse_layers(args.layers), strict=not args.permissive
     )
-    out = model.save(args.output)
+    out = save_model(model, args.output)
     c = model.config
     print(f"wrote {out} (ViT {c.embed_dim}x{c.depth}, {c.num_heads} heads, adapter {c.adapter})")
     print(

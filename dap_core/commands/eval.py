@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dap_core.commands.common import os_cause, parse_size
     from dap_core.data.datasets import build_dataset
-    from dap_core.model import DAP
+    from dap_core.model import load_model
     from dap_core.train.evaluate import evaluate_model, format_table, write_results
 
     check_device(args.device)
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         prepare_output_dir(Path(args.out))
     weights, how = resolve_weights(args.weights)
     print(f"weights: {weights} ({how})")
-    model = DAP.load(weights)
+    model = load_model(weights)
     size = size_given or tuple(model.config.input_size)
     results = {}
     for text in args.dataset:

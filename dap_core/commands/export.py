@@ -22,9 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dap_core.export.onnx import export_onnx
-    from dap_core.model import DAP
+    from dap_core.model import load_model
 
-    model = DAP.load(args.weights)
+    model = load_model(args.weights)
     info = export_onnx(
         model,
         args.out,

@@ -157,14 +157,14 @@ class _Predictors:
 
 def _unnormalized_model(weights: str):
     """The torch model with ImageNet normalization off: the official test/infer.py input."""
-    from dap_core.model import DAP
+    from dap_core.model import load_model
 
     if Path(weights).suffix == ".onnx":
         raise ValueError(
             "--preprocess official_infer runs at each image's native size and needs torch "
             f"weights (a directory, .safetensors or .pth), not the fixed-size export {weights}"
         )
-    model = DAP.load(weights)
+    model = load_model(weights)
     model.config = model.config.replace(normalize=False)
     return model
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from dap_core.files import ensure_dir, fsync_dir, os_error_in_chain, write_error
 
 LOG = logging.getLogger(__name__)
 
@@ -145,38 +150,68 @@ def export_onnx(
             f"export needs a CPU float32 model, got {parameter.dtype} on {parameter.device}"
         )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.from_numpy(reference_input(height, width, max(batch, 2 if dynamic_batch else 1)))
     output_names = [DEPTH_OUTPUT, *(mask_output_name(t) for t in thresholds)]
     dynamic_shapes = None
     if dynamic_batch:
         dim = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
         dynamic_shapes = {"image": {0: dim}}
+    export_config = config.replace(input_size=(height, width))
     was_training = model.training
     model.eval()
     try:
-        with baked_rope(model, height, width), torch.no_grad(), _quiet_exporter():
-            torch.onnx.export(
-                _ExportWrapper(model, thresholds),
-                (dummy,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=output_names,
-                opset_version=opset,
-                dynamo=True,
-                dynamic_shapes=dynamic_shapes,
-                external_data=_needs_external_data(model),
-                verbose=False,
-            )
+        with _staging_dir(path) as staging:
+            staged = staging / path.name
+            with baked_rope(model, height, width), torch.no_grad(), _quiet_exporter():
+                torch.onnx.export(
+                    _ExportWrapper(model, thresholds),
+                    (dummy,),
+                    str(staged),
+                    input_names=[INPUT_NAME],
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=True,
+                    dynamic_shapes=dynamic_shapes,
+                    external_data=_needs_external_data(model),
+                    verbose=False,
+                )
+            _write_metadata(staged, export_config.to_json(), thresholds, dynamic_batch)
+            if check:
+                check_exported_graph(staged)
+            _publish(staging, path)
+    except Exception as err:
+        os_error = os_error_in_chain(err)
+        if os_error is None:
+            raise
+        raise write_error(path, os_error) from err
     finally:
         model.train(was_training)
-    export_config = config.replace(input_size=(height, width))
-    _write_metadata(path, export_config.to_json(), thresholds, dynamic_batch)
     info = read_onnx_info(path)
-    if check:
-        check_exported_graph(path)
     LOG.info("exported %s (opset %d, outputs %s)", path, info.opset, ", ".join(output_names))
     return info
+
+
+@contextlib.contextmanager
+def _staging_dir(path: Path) -> Iterator[Path]:
+    """A hidden folder beside `path` (same filesystem) that is removed afterwards, whatever
+    happened: the export is written there and only a complete, checked file is moved out."""
+    ensure_dir(path.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, path: Path) -> None:
+    """Move the staged export into place: external weight files first, the graph last, so a
+    reader never finds a graph whose weights are not there yet."""
+    graph = staging / path.name
+    for extra in sorted(staging.iterdir()):
+        if extra != graph:
+            os.replace(extra, path.parent / extra.name)
+    os.replace(graph, path)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

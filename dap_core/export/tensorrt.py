@@ -33,6 +33,7 @@ from typing import Any
 
 from dap_core.export.parity import EngineRejectedError  # noqa: F401  (re-exported)
 from dap_core.files import atomic_write_bytes, sha256_file
+from dap_core.progress import heartbeat
 
 LOG = logging.getLogger(__name__)
 
@@ -334,7 +335,14 @@ def build_engine(
         LOG.info("using cached TensorRT engine %s", engine_path)
         return EngineRecord(engine_path, meta_path, key, False, plan, _read_meta(meta_path) or {})
 
-    LOG.info("building TensorRT engine: %s", plan.describe())
+    what = f"building a TensorRT engine from {onnx_path.name} ({plan.describe()}; first run only)"
+    with heartbeat(what):
+        return _build(trt, onnx_path, plan, cache, key, gpu, batch, workspace_bytes)
+
+
+def _build(trt, onnx_path, plan, cache, key, gpu, batch, workspace_bytes) -> EngineRecord:  # type: ignore[no-untyped-def]
+    engine_path = cache / key.engine_name(onnx_path.stem)
+    meta_path = engine_path.with_suffix(".json")
     source = onnx_path
     mixed_notes: tuple[str, ...] = ()
     if plan.onnx_dtype is not None:

@@ -1,148 +1,38 @@
-"""Checkpoint I/O: our format (safetensors + config.json), key checks, and safe file reading.
+"""Model files: our format (safetensors + config.json), single mask heads, and `load_model`.
 
 Our format: `<dir>/model.safetensors` (float32 state dict of `DAP`, config JSON also in its
-metadata) and `<dir>/config.json` (`DAPConfig.to_dict()`). Official `.pth` files go through
-`dap_core.model.official`. Nothing here unpickles arbitrary objects.
+metadata) and `<dir>/config.json` (`DAPConfig.to_dict()`). `load_model` also dispatches
+official `.pth` files to `dap_core.model.official`. Loading has one direction: this module
+builds DAP models from files (with the checks of dap_core.model.state); the model
+(dap_core.model.dap) knows nothing of files. Nothing here unpickles arbitrary objects.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 from pathlib import Path
 
 import torch
 
 from dap_core.model.config import DAPConfig
+from dap_core.model.dap import DAP, mask_head_name
+from dap_core.model.official import is_official_state_dict, load_official
+from dap_core.model.state import (  # noqa: F401  (read_* re-exported for callers)
+    assign_state_dict,
+    check_finite,
+    check_state_dict,
+    model_shapes,
+    read_safetensors,
+    read_torch_state_dict,
+)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_NAME = "dap_ros"
 MASK_HEAD_FORMAT = "dap_ros_mask_head"
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-_MAX_NAMES_SHOWN = 8
-
-
-# --------------------------------------------------------------- key checks
-def _names(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_NAMES_SHOWN])
-    more = len(keys) - _MAX_NAMES_SHOWN
-    return shown + (f" (and {more} more)" if more > 0 else "")
-
-
-def check_state_dict(
-    expected: dict[str, torch.Size],
-    state: dict[str, torch.Tensor],
-    source: str,
-    *,
-    allow_missing: bool = False,
-    allow_unexpected: bool = False,
-) -> tuple[list[str], list[str]]:
-    """Compare keys and shapes; raise ValueError naming the offending keys.
-
-    Returns (missing, unexpected) when those are allowed. Shape mismatches always raise.
-    """
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing and not allow_missing:
-        raise ValueError(f"{source}: missing {len(missing)} key(s): {_names(missing)}")
-    if unexpected and not allow_unexpected:
-        raise ValueError(f"{source}: {len(unexpected)} unexpected key(s): {_names(unexpected)}")
-    for key in sorted(set(expected) & set(state)):
-        if tuple(state[key].shape) != tuple(expected[key]):
-            raise ValueError(
-                f"{source}: shape mismatch for {key}: file has {tuple(state[key].shape)}, "
-                f"the model expects {tuple(expected[key])}"
-            )
-    return missing, unexpected
-
-
-def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse NaN/inf anywhere (a NaN `bias_mask` or `periods` would poison every output)."""
-    for key, tensor in state.items():
-        if not tensor.is_floating_point() or tensor.numel() == 0:
-            continue
-        # Broadcast (stride-0) dimensions hold one value: look at it once.
-        for dim in range(tensor.dim()):
-            if tensor.stride(dim) == 0 and tensor.shape[dim] > 1:
-                tensor = tensor.narrow(dim, 0, 1)
-        low, high = torch.aminmax(tensor.detach())
-        if not (torch.isfinite(low) and torch.isfinite(high)):
-            raise ValueError(f"{source}: non-finite values (NaN or inf) in {key}")
-
-
-def model_shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
-    return {k: v.shape for k, v in model.state_dict().items()}
-
-
-def assign_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a complete, checked state dict into a model built on the meta device."""
-    model.load_state_dict(state, strict=True, assign=True)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise RuntimeError(f"tensors left unloaded after assign: {_names(left)}")
-
-
-# ------------------------------------------------------------- file reading
-def read_torch_state_dict(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> dict[str, torch.Tensor]:
-    """torch.load(weights_only=True), memory-mapped when possible, with clear errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        try:
-            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            obj = torch.load(path, map_location=map_location, weights_only=True)  # legacy format
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"refused to load {path}: it holds Python objects other than tensors, or is not a "
-            f"torch checkpoint (loaded with weights_only=True; arbitrary pickles never run): {err}"
-        ) from err
-    except Exception as err:  # torch raises many types (RuntimeError, EOFError, IndexError...)
-        raise ValueError(
-            f"cannot read {path}: corrupt or truncated checkpoint, or not a torch file "
-            f"({type(err).__name__}: {err})"
-        ) from err
-    return _as_state_dict(obj, path)
-
-
-def _as_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    # Training scripts often wrap the state dict; accept the two common wrappers.
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    elif isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict (found {type(obj).__name__})")
-    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
-    if bad:
-        raise ValueError(f"{path}: entries that are not tensors: {_names(bad)}")
-    return obj
-
-
-def read_safetensors(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a .safetensors file, with clear errors for corrupt files."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    except Exception as err:  # safetensors raises its own error types for bad headers/sizes
-        raise ValueError(f"cannot read {path}: corrupt or truncated safetensors ({err})") from err
-    return tensors, metadata
 
 
 # --------------------------------------------------------------- our format
@@ -184,9 +74,6 @@ def _read_config(path: Path) -> DAPConfig:
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu"):  # type: ignore[no-untyped-def]
     """Load a DAP from our directory, our .safetensors, or an official checkpoint."""
-    from dap_core.model.dap import DAP
-    from dap_core.model.official import is_official_state_dict, load_official
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model not found: {path}")
@@ -251,8 +138,6 @@ def _head_signature(config: DAPConfig) -> dict:
 
 def load_mask_head(model, threshold_m: int, path: str | Path) -> None:  # type: ignore[no-untyped-def]
     """Load one mask head into `model` (adding the head when the model lacks it)."""
-    from dap_core.model.dap import mask_head_name
-
     path = Path(path)
     state, metadata = read_safetensors(path, "cpu")
     if metadata.get("format") != MASK_HEAD_FORMAT:

@@ -4,13 +4,15 @@ Output depth is range / max_range_m in (0, 1) (official scale: 1.0 = 100 m); eac
 probability that a pixel's range is within T metres. Only the mask heads asked for run.
 Output size is 16 * floor(input / 16) per side, as in the official code, unless
 `resize_to_input=True`.
+
+The model knows nothing of files: dap_core.model.checkpoint builds models from weights files
+(`load_model`, `save_model`) and dap_core.model.official from the released checkpoint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -177,32 +179,6 @@ class DAP(nn.Module):
         self.requires_grad_(False)
         head.requires_grad_(True)
         return list(head.parameters())
-
-    # ------------------------------------------------------------------ files
-    def save(self, directory: str | Path) -> Path:
-        """Write directory/model.safetensors and directory/config.json; returns the directory."""
-        from dap_core.model.checkpoint import save_model
-
-        return save_model(self, directory)
-
-    @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> DAP:
-        """Load our directory / .safetensors (config.json beside it) or an official .pth."""
-        from dap_core.model.checkpoint import load_model
-
-        return load_model(path, map_location=map_location)
-
-    def save_mask_head(self, threshold_m: int, path: str | Path) -> Path:
-        """Write one mask head on its own (safetensors with its sizes in the metadata)."""
-        from dap_core.model.checkpoint import save_mask_head
-
-        return save_mask_head(self, threshold_m, path)
-
-    def load_mask_head(self, threshold_m: int, path: str | Path) -> None:
-        """Load one mask head written by `save_mask_head`; adds the head if the model lacks it."""
-        from dap_core.model.checkpoint import load_mask_head
-
-        load_mask_head(self, threshold_m, path)
 
 
 def _resize(t: torch.Tensor, size: torch.Size) -> torch.Tensor:

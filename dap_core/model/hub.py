@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from dap_core.files import sha256_file
-from dap_core.model import official
+from dap_core.model import official, save_model
 from dap_core.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
 OFFICIAL_DIR_NAME = "dap_official_vitl"
@@ -70,7 +70,7 @@ def install_official(
 ) -> Path:
     """Convert an official checkpoint to our format in out_dir (strict key checks)."""
     model = official.load_official(checkpoint, layer_indices=layer_indices)
-    return model.save(out_dir)
+    return save_model(model, out_dir)
 
 
 def fetch_official_weights(

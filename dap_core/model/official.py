@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from dap_core.model.checkpoint import (
+from dap_core.model.config import DAPConfig
+from dap_core.model.dap import DAP, DEPTH_HEAD, mask_head_name
+from dap_core.model.state import (
     assign_state_dict,
     check_finite,
     check_state_dict,
@@ -26,8 +28,6 @@ from dap_core.model.checkpoint import (
     read_safetensors,
     read_torch_state_dict,
 )
-from dap_core.model.config import DAPConfig
-from dap_core.model.dap import DAP, DEPTH_HEAD, mask_head_name
 
 log = logging.getLogger(__name__)
 

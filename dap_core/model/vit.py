@@ -113,6 +113,49 @@ def _apply_rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.
     return (xr * cos + rotate_half(xr) * sin).to(x.dtype)
 
 
+def _inference_rope_applies(qkv: torch.Tensor, sin: torch.Tensor) -> bool:
+    """The fused RoPE writes into preallocated halves (out=), which autograd, tracing and
+    export do not support: only plain FP32 inference takes it."""
+    return (
+        not torch.is_grad_enabled()
+        and qkv.dtype == torch.float32
+        and sin.dtype == torch.float32
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+    )
+
+
+def _rope_qk_inference(
+    qkv: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE of q and k straight from the qkv buffer [B, N, 3, heads, d], bit-identical to
+    `_apply_rope` (and to the official `x * cos + rotate_half(x) * sin`), about 2x faster.
+
+    rotate_half is [-x2 | x1], so the two halves of the result are x1*cos - x2*sin and
+    x2*cos + x1*sin: negation is exact, so `a + (-b)*c` and `a - b*c` round alike, and every
+    product and sum is still rounded once, in the same order. No `neg`, no `cat`: the halves
+    are written into one contiguous [2, B, heads, N, d] tensor (q and k in one pass, reading
+    qkv in its own token-major layout). Returns contiguous q, k [B, heads, N, d].
+    """
+    B, N, _, heads, d = qkv.shape
+    half = d // 2
+    out = torch.empty((2, B, heads, N, d), dtype=qkv.dtype, device=qkv.device)
+    view = out.permute(1, 3, 0, 2, 4)  # [B, N, 2, heads, d], the layout of qkv[:, :, :2]
+    qk = qkv[:, :, :2]
+    x1, x2 = qk[..., :half], qk[..., half:]
+    o1, o2 = view[..., :half], view[..., half:]
+    c1, c2 = cos[:, None, None, :half], cos[:, None, None, half:]
+    s1, s2 = sin[:, None, None, :half], sin[:, None, None, half:]
+    tmp = torch.mul(x2, s1)
+    torch.mul(x1, c1, out=o1)
+    o1.sub_(tmp)
+    torch.mul(x1, s2, out=tmp)
+    torch.mul(x2, c2, out=o2)
+    o2.add_(tmp)
+    return out[0], out[1]
+
+
 class LinearKMaskedBias(nn.Linear):
     """qkv projection whose bias is multiplied by `bias_mask` (1 for q and v, 0 for k)."""
 
@@ -137,9 +180,13 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
-        q, k, v = (t.transpose(1, 2) for t in torch.unbind(qkv, 2))  # [B, heads, N, d]
         sin, cos = rope  # [N, d] fp32; prefix rows leave cls/storage tokens unrotated
-        q, k = _apply_rope(q, sin, cos), _apply_rope(k, sin, cos)
+        if _inference_rope_applies(qkv, sin):
+            q, k = _rope_qk_inference(qkv, sin, cos)
+            v = qkv[:, :, 2].transpose(1, 2)  # the same view as unbind(qkv, 2)[2]
+        else:
+            q, k, v = (t.transpose(1, 2) for t in torch.unbind(qkv, 2))  # [B, heads, N, d]
+            q, k = _apply_rope(q, sin, cos), _apply_rope(k, sin, cos)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 

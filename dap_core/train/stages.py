@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import torch
 
 from dap_core.data.datasets import build_dataset
+from dap_core.model import load_model, save_model
 from dap_core.train.config import TrainConfig, dump_config
 from dap_core.train.data import PairedForCritic, concat
 from dap_core.train.distributed import DistEnv, barrier
@@ -50,11 +51,10 @@ def _unlabeled(cfg: TrainConfig):
 
 
 def _load(path: Path):
-    from dap_core.model import DAP
 
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the previous stage first")
-    return DAP.load(path)
+    return load_model(path)
 
 
 def _log(env: DistEnv, message: str) -> None:
@@ -85,7 +85,7 @@ def _train_depth(cfg: TrainConfig, model, dataset, env: DistEnv, out: Path, resu
         f"(stopped by {result.stopped_by})",
     )
     if env.is_main:
-        model.save(final)
+        save_model(model, final)
     barrier(env)
     return model
 

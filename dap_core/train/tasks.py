@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dap_core.model import load_model
 from dap_core.train.config import TrainConfig
 from dap_core.train.discriminator import DepthCritic, critic_input, critic_loss, fill_invalid
 
@@ -31,7 +32,7 @@ def build_model(cfg: TrainConfig, init: str | Path | None = None):
     if init is None and cfg.model.start_range_m is not None:
         set_start_range(model, cfg.model.start_range_m)
     if init is not None:
-        loaded = DAP.load(init)
+        loaded = load_model(init)
         try:
             model.load_state_dict(loaded.state_dict())
         except RuntimeError as err:
