@@ -15,13 +15,14 @@ from plyfile import PlyData
 from dap_core import io
 from dap_core.cli import main
 from dap_core.commands.predict import output_names
+from dap_core.model import load_model, save_model
 from dap_core.runtime import Predictor
 
 
 @pytest.fixture(scope="module")
 def weights_dir(official_fixtures, tmp_path_factory):
     directory = tmp_path_factory.mktemp("weights") / "fixture"
-    load_fixture_model(official_fixtures).save(directory)
+    save_model(load_fixture_model(official_fixtures), directory)
     return directory
 
 
@@ -159,14 +160,13 @@ def test_preview_uses_the_image_scale_and_labels_it(weights_dir, tmp_path):
 
 
 def test_official_infer_preprocessing(weights_dir, tmp_path):
-    from dap_core.model import DAP
 
     rgb = panorama(64, 128)
     write(tmp_path / "a.png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     argv = ["predict", str(tmp_path / "a.png"), "--weights", str(weights_dir)]
     argv += ["--out", str(tmp_path / "o"), "--backend", "torch", "--raw-range", "--no-ply"]
     assert main([*argv, "--preprocess", "official_infer"]) == 0
-    model = DAP.load(weights_dir)
+    model = load_model(weights_dir)
     model.config = model.config.replace(normalize=False)
     expected = Predictor(model, backend="torch", input_size=(64, 128)).predict(rgb).range_m
     got = np.load(tmp_path / "o" / "a_range.npy")
