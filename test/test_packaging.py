@@ -51,6 +51,8 @@ def test_colcon_sees_an_ament_python_package(colcon_workspace):
         "share/dap_ros/package.xml",
         "share/dap_ros/launch/dap.launch.py",
         "share/dap_ros/config/dap.yaml",
+        "share/dap_ros/weights/dap_small/config.json",
+        "share/dap_ros/weights/dap_small/model.safetensors",
         "share/ament_index/resource_index/packages/dap_ros",
         "lib/dap_ros/dap_node",
     ],
