@@ -59,6 +59,7 @@ setup(
             "colcon-core>=0.15",
             "colcon-ros>=0.5",
             "colcon-package-information>=0.4",
+            "colcon-package-selection>=0.2",  # colcon build --packages-select (README)
             "rosbags>=0.10",
         ],
     },

@@ -5,60 +5,24 @@ copy of the checkout so no stale build/ is reused): the install tree holds what 
 and the node look up (ament index marker, package.xml, launch/, config/, the shipped weights in
 share/dap_ros/weights/dap_small/, the launchers in lib/dap_ros), and the installed node starts
 with no `weights` parameter, from the shipped weights. colcon lays out the same data_files
-(test_packaging.py). About 15 s.
+(test_packaging.py). The install is shared with test_ros2_cli.py (conftest.py); about 15 s.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
-from ros_harness import domain_id, ros_env, wait_until
-
-COPY_IGNORE = shutil.ignore_patterns(
-    ".venv", ".git", "build", "install", "log", "demo_out", "runs", "__pycache__", "*.egg-info"
-)
-SHIPPED = ("README.md", "config.json", "model.safetensors")
-
-
-class Installed:
-    """A non-editable install of the checkout under `prefix`."""
-
-    def __init__(self, prefix: Path) -> None:
-        self.prefix = prefix
-        site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
-        self.site_packages = Path(site)
-
-    def env(self, domain: int) -> dict[str, str]:
-        """A ROS environment where the installed copy, not the checkout, is found first."""
-        env = ros_env(domain)
-        env["AMENT_PREFIX_PATH"] = os.pathsep.join((str(self.prefix), sys.prefix))
-        env["PYTHONPATH"] = str(self.site_packages)
-        # The launchers' `#!/usr/bin/env python3` finds the venv, as in an activated venv.
-        env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
-        return env
-
-
-def install_non_editable(repo_root: Path, target: Path) -> Installed:
-    """`pip install --no-deps --no-build-isolation --prefix target` of a clean copy."""
-    source = target / "src"
-    shutil.copytree(repo_root, source, ignore=COPY_IGNORE)
-    prefix = target / "prefix"
-    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
-    command += ["--no-build-isolation", "--prefix", str(prefix), str(source)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return Installed(prefix)
+from install_harness import SHIPPED
+from ros_harness import domain_id, wait_until
 
 
 @pytest.fixture(scope="module")
-def installed(repo_root, tmp_path_factory) -> Installed:
-    return install_non_editable(repo_root, tmp_path_factory.mktemp("pip_install"))
+def installed(installed_package):
+    return installed_package
 
 
 @pytest.mark.parametrize(

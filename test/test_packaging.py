@@ -27,7 +27,15 @@ def colcon_workspace(repo_root, tmp_path_factory) -> Path:
         [str(colcon), "list"], cwd=ws, env=env, capture_output=True, text=True, check=True
     )
     build = subprocess.run(
-        [str(colcon), "build", "--event-handlers", "console_direct-"],
+        # As the README says to build it (needs the colcon-package-selection plugin).
+        [
+            str(colcon),
+            "build",
+            "--packages-select",
+            "dap_ros",
+            "--event-handlers",
+            "console_direct-",
+        ],
         cwd=ws,
         env=env,
         capture_output=True,
