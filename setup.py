@@ -6,6 +6,13 @@ from setuptools import find_packages, setup
 
 PACKAGE = "dap_ros"
 
+
+def shipped_weights() -> list[tuple[str, list[str]]]:
+    """Each model under weights/ keeps its own directory: share/dap_ros/weights/<model>/."""
+    models = sorted(path for path in glob("weights/*/") if glob(f"{path}*"))
+    return [(f"share/{PACKAGE}/{path.rstrip('/')}", sorted(glob(f"{path}*"))) for path in models]
+
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -21,7 +28,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", sorted(glob("config/*"))),
-        (f"share/{PACKAGE}/weights", sorted(glob("weights/*/*"))),
+        *shipped_weights(),
         # launch_ros looks for executables in lib/<package>; pip ignores setup.cfg's
         # install_scripts, so the launcher is shipped there as a data file too.
         (f"lib/{PACKAGE}", ["scripts/dap_node", "scripts/dap_camera_sim"]),
@@ -53,6 +60,7 @@ setup(
             "colcon-core>=0.15",
             "colcon-ros>=0.5",
             "colcon-package-information>=0.4",
+            "colcon-package-selection>=0.2",  # colcon build --packages-select (README)
             "rosbags>=0.10",
         ],
     },

@@ -35,3 +35,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def installed_package(tmp_path_factory):
+    """The checkout installed non-editable into a scratch prefix (install_harness.py), once."""
+    from install_harness import install_non_editable
+
+    return install_non_editable(REPO_ROOT, tmp_path_factory.mktemp("pip_install"))

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from dap_export_helpers import fixture_onnx_path, load_fixture_model
+from float32_bounds import assert_within_rounding, grid_tokens, output_reduction
 from onnx import TensorProto, helper
 
 from dap_core.export.mixed_precision import to_mixed_precision
@@ -24,7 +25,12 @@ from dap_core.export.onnx import (
 from dap_core.export.parity import TOLERANCES, compare_outputs
 from dap_core.model import DAP, DAPConfig
 
-ATOL = 1e-4
+# onnxruntime (MLAS kernels, fused LayerNorm/GELU) and torch evaluate the same float32 network
+# with other sum orders: outputs agree within the float32 rounding bound of float32_bounds.py.
+
+
+def rounding_path(config: DAPConfig, height: int, width: int) -> int:
+    return output_reduction(config, grid_tokens(config, height, width))
 
 
 def run_onnx(path, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -64,12 +70,13 @@ def test_fixture_export_matches_torch_and_official_outputs(
     got = run_onnx(fixture_onnx, x)
     with torch.no_grad():
         ref = fixture_model.forward_official(torch.from_numpy(x))
-    np.testing.assert_allclose(got["depth"], ref["pred_depth"].numpy(), atol=ATOL, rtol=0)
+    reduction = rounding_path(fixture_model.config, *x.shape[-2:])
+    assert_within_rounding(got["depth"], ref["pred_depth"].numpy(), reduction, "depth vs torch")
     # Our masks report "within 100 m" = 1 - the official "beyond" head.
     within = got[mask_output_name(100)]
-    np.testing.assert_allclose(within, 1 - ref["pred_mask"].numpy(), atol=ATOL, rtol=0)
+    assert_within_rounding(within, 1 - ref["pred_mask"].numpy(), reduction, "mask vs torch")
     expected = np.load(official_fixtures / "expected_pred_depth.npy")
-    np.testing.assert_allclose(got["depth"], expected, atol=ATOL, rtol=0)
+    assert_within_rounding(got["depth"], expected, reduction, "depth vs the official fixture")
 
 
 def test_graph_has_no_control_flow_and_rope_is_baked(fixture_onnx):
@@ -105,10 +112,11 @@ def test_clean_adapter_dynamic_batch_matches_torch_at_several_batches(clean_dyna
         got = run_onnx(path, x)
         with torch.no_grad():
             out = model(torch.from_numpy(x))
-        np.testing.assert_allclose(got["depth"], out.depth.numpy(), atol=ATOL, rtol=0)
+        reduction = rounding_path(model.config, 32, 64)
+        assert_within_rounding(got["depth"], out.depth.numpy(), reduction, f"batch {batch}")
         for t in (10, 50):
-            np.testing.assert_allclose(
-                got[mask_output_name(t)], out.masks[t].numpy(), atol=ATOL, rtol=0
+            assert_within_rounding(
+                got[mask_output_name(t)], out.masks[t].numpy(), reduction, f"{t} m"
             )
 
 
@@ -123,8 +131,9 @@ def test_mid_size_model_matches_torch(tmp_path):
     got = run_onnx(path, x)
     with torch.no_grad():
         out = model(torch.from_numpy(x), mask_thresholds=(10, 100))
-    np.testing.assert_allclose(got["depth"], out.depth.numpy(), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(got["within_100m"], out.masks[100].numpy(), atol=ATOL, rtol=0)
+    reduction = rounding_path(model.config, 128, 256)
+    assert_within_rounding(got["depth"], out.depth.numpy(), reduction, "depth")
+    assert_within_rounding(got["within_100m"], out.masks[100].numpy(), reduction, "100 m mask")
     assert read_onnx_info(path).mask_thresholds == (10, 100)
 
 

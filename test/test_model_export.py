@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from float32_bounds import assert_within_rounding, grid_tokens, output_reduction
 from model_helpers import micro_config
 
 from dap_core.model import DAP
@@ -42,5 +43,7 @@ def test_fixed_size_onnx_export_has_no_control_flow_and_matches(tmp_path):
     depth, mask = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         expected_depth, expected_mask = model.forward_tensors(x, (100,))
-    assert abs(depth - expected_depth.numpy()).max() < 1e-5
-    assert abs(mask - expected_mask.numpy()).max() < 1e-5
+    # Other kernels (onnxruntime's MLAS), same float32 network: the rounding bound applies.
+    reduction = output_reduction(MICRO, grid_tokens(MICRO, 64, 128))
+    assert_within_rounding(depth, expected_depth.numpy(), reduction, "depth")
+    assert_within_rounding(mask, expected_mask.numpy(), reduction, "100 m mask")

@@ -1,20 +1,27 @@
 """Our DAP reproduces the official code's outputs on the tiny official-architecture fixture.
 
-The fixtures were made by the unmodified official DAP code (torch 2.13 CPU, 2 threads); see
-../shared/fixtures/official_dap/README.md. Tolerance: 1e-6 max abs error (spec §11).
+The fixtures were made by the unmodified official DAP code (torch 2.13 CPU, 2 threads) on one
+machine; see ../shared/fixtures/official_dap/README.md. On another CPU, oneDNN and MKL run other
+kernels (AVX-512, AVX2, SSE4.1) that order the sums differently, so the comparison allows the
+float32 rounding of each tensor (float32_bounds.py: 6 standard deviations of the difference of
+two evaluations, from the tensor's magnitude and the reduction lengths that compute it), not the
+1e-6 that held on the fixture's own kernels. Comparisons within one process, on the same
+kernels, stay exact. test_official_parity_isa.py reruns this file under other kernel families.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from float32_bounds import output_reduction, tolerance_for, vit_reduction
 
 from dap_core.model import DAPConfig
 from dap_core.model.official import load_official, official_postprocess
 from dap_core.model.preprocess import preprocess
 
-ATOL = 1e-6
 TINY_LAYERS = (0, 2, 3, 4)  # the fixture's intermediate_layer_idx
 CASES = ["", "_96x192", "_80x160", "_b2_48x96", "_70x141"]
 INPUT_SEEDS = {"": (101, 1, 64, 128), "_b2_48x96": (104, 2, 48, 96)}
@@ -37,16 +44,27 @@ def _load(fixtures, name):
     return torch.from_numpy(np.load(fixtures / name))
 
 
+def _tokens(model, x: torch.Tensor) -> int:
+    """Tokens the attention sums over: class + storage + the patch grid."""
+    patch = model.config.patch_size
+    return model.backbone.n_prefix_tokens + (x.shape[-2] // patch) * (x.shape[-1] // patch)
+
+
+def _max_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return (got.double() - expected.double()).abs().max().item()
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_official_outputs_match_fixture(tiny, official_fixtures, case):
     x = _load(official_fixtures, f"input{case}.npy")
+    reduction = output_reduction(tiny.config, _tokens(tiny, x))
     with torch.no_grad():
         out = tiny.forward_official(x)
     for key, name in (("pred_depth", "expected_pred_depth"), ("pred_mask", "expected_pred_mask")):
         expected = _load(official_fixtures, f"{name}{case}.npy")
         assert out[key].shape == expected.shape
-        err = (out[key] - expected).abs().max().item()
-        assert err <= ATOL, f"{key}{case}: max abs error {err}"
+        err, tol = _max_error(out[key], expected), tolerance_for(expected.numpy(), reduction)
+        assert err <= tol, f"{key}{case}: max abs error {err:.3g} > {tol:.3g}"
 
 
 def test_output_size_is_floored_to_multiples_of_16(tiny, official_fixtures):
@@ -65,11 +83,11 @@ def test_output_size_is_floored_to_multiples_of_16(tiny, official_fixtures):
 def test_stage_intermediates_match(tiny, official_fixtures):
     stages = np.load(official_fixtures / "intermediates_64x128.npz")
     x = _load(official_fixtures, "input.npy")
-    vit = tiny.backbone
+    vit, config = tiny.backbone, tiny.config
     with torch.no_grad():
         raw, (h, w) = vit.block_outputs(x, TINY_LAYERS)
         assert (h, w) == (4, 8)
-        for j, tokens in enumerate(raw):
+        for j, (tokens, block) in enumerate(zip(raw, TINY_LAYERS, strict=True)):
             normed = vit.norm(tokens)
             got = {
                 "backbone_prenorm_all_tokens": tokens,
@@ -77,10 +95,49 @@ def test_stage_intermediates_match(tiny, official_fixtures):
                 "backbone_cls_token": normed[:, 0],
                 "adapter_grid": tiny.adapter(normed[:, vit.n_prefix_tokens :], h, w),
             }
+            # Rounding path: the blocks so far; the final norm and the adapter's norm add
+            # a mean and a variance over C each; the adapter's resample is 4 taps.
+            prenorm = vit_reduction(config, tokens.shape[1], block + 1)
+            c = config.embed_dim
+            reduction = {
+                "backbone_prenorm_all_tokens": prenorm,
+                "backbone_patch_tokens": prenorm + 2 * c,
+                "backbone_cls_token": prenorm + 2 * c,
+                "adapter_grid": prenorm + 4 * c + 4,
+            }
             for name, tensor in got.items():
-                expected = torch.from_numpy(stages[f"{name}_{j}"])
+                expected = stages[f"{name}_{j}"]
                 assert tensor.shape == expected.shape, name
-                assert (tensor - expected).abs().max().item() <= ATOL, f"{name}_{j}"
+                err = _max_error(tensor, torch.from_numpy(expected))
+                tol = tolerance_for(expected, reduction[name])
+                assert err <= tol, f"{name}_{j}: max abs error {err:.3g} > {tol:.3g}"
+
+
+def test_float32_rounding_is_within_half_the_bound(tiny, official_fixtures):
+    """The bound's premise on this machine: one float32 evaluation lies within half of it of a
+    float64 evaluation of the same network (two evaluations then lie within the whole bound).
+    The float64 model keeps its RoPE angles in float32, which only adds rounding."""
+    double = load_official(
+        official_fixtures / "tiny_weights.safetensors", layer_indices=TINY_LAYERS
+    ).double()
+    for case in ("", "_96x192"):
+        x = _load(official_fixtures, f"input{case}.npy")
+        reduction = output_reduction(tiny.config, _tokens(tiny, x))
+        with torch.no_grad():
+            single, exact = tiny.forward_official(x), double.forward_official(x.double())
+        for key in ("pred_depth", "pred_mask"):
+            err = _max_error(single[key], exact[key])
+            half = tolerance_for(exact[key].numpy(), reduction) / 2
+            assert 0 < err <= half, f"{key}{case}: float32 error {err:.3g} vs half bound {half:.3g}"
+
+
+def test_every_layernorm_has_the_official_eps(tiny, official_fixtures):
+    """eps 1e-6 instead of 1e-5 moves the outputs by only ~1.5e-6, inside the rounding bound
+    above, so the fixture cannot catch it: check the eps of every LayerNorm directly."""
+    backbone = json.loads((official_fixtures / "tiny_config.json").read_text())["backbone"]
+    norms = [m for m in tiny.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * tiny.config.depth + 2  # norm1/norm2 per block, final, adapter
+    assert {m.eps for m in norms} == {backbone["norm_eps"]} == {backbone["final_norm_eps"]}
 
 
 def test_our_outputs_are_depth_and_within_100m_mask(tiny, official_fixtures):
@@ -100,8 +157,21 @@ def test_official_postprocess_matches_infer_script(tiny, official_fixtures):
         raw = tiny.forward_official(x)
     depth = official_postprocess(raw["pred_depth"], raw["pred_mask"])
     expected = _load(official_fixtures, "expected_infer_depth.npy")
-    assert (depth - expected).abs().max().item() <= ATOL
-    assert (depth == 1.0).float().mean().item() == pytest.approx(0.81005859375)
+    fixture_depth = _load(official_fixtures, "expected_pred_depth.npy")
+    fixture_mask = _load(official_fixtures, "expected_pred_mask.npy")
+    reduction = output_reduction(tiny.config, _tokens(tiny, x))
+    tol_depth = tolerance_for(fixture_depth.numpy(), reduction)
+    tol_mask = tolerance_for(fixture_mask.numpy(), reduction)
+    # A pixel whose mask lies within the mask's rounding bound of 0.5 may be set to 1.0 on one
+    # CPU and not on another: there either outcome is right.
+    undecided = (fixture_mask - 0.5).abs() <= tol_mask
+    assert _max_error(depth[~undecided], expected[~undecided]) <= tol_depth
+    kept = (depth[undecided] - fixture_depth[undecided]).abs() <= tol_depth
+    assert bool((kept | (depth[undecided] == 1.0)).all())
+    share_undecided = undecided.float().mean().item()
+    assert share_undecided < 0.01
+    ones = (depth == 1.0).float().mean().item()
+    assert ones == pytest.approx(0.81005859375, abs=share_undecided)
 
 
 @pytest.mark.parametrize("case", list(INPUT_SEEDS))

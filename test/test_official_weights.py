@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from float32_bounds import assert_within_rounding, grid_tokens, output_reduction
 from model_helpers import TINY_LAYERS, tiny_state
 
 from dap_core.cli import main as dap_main
@@ -56,7 +57,9 @@ def test_fetch_converts_once_and_then_uses_the_cache(tmp_path, released_as, offi
     expected = np.load(official_fixtures / "expected_pred_depth.npy")
     with torch.no_grad():
         depth = model.forward_official(x)["pred_depth"].numpy()
-    assert np.abs(depth - expected).max() <= 1e-6
+    # The fixture came from other kernels (and two threads): float32 rounding bound, not 1e-6.
+    reduction = output_reduction(model.config, grid_tokens(model.config, *x.shape[-2:]))
+    assert_within_rounding(depth, expected, reduction, "converted model vs the official fixture")
     assert hub.fetch_official_weights(tmp_path / "cache") == out
     assert len(released_as) == 1  # cached: no second download
     hub.fetch_official_weights(tmp_path / "cache", force=True, layer_indices=TINY_LAYERS)

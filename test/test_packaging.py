@@ -27,7 +27,15 @@ def colcon_workspace(repo_root, tmp_path_factory) -> Path:
         [str(colcon), "list"], cwd=ws, env=env, capture_output=True, text=True, check=True
     )
     build = subprocess.run(
-        [str(colcon), "build", "--event-handlers", "console_direct-"],
+        # As the README says to build it (needs the colcon-package-selection plugin).
+        [
+            str(colcon),
+            "build",
+            "--packages-select",
+            "dap_ros",
+            "--event-handlers",
+            "console_direct-",
+        ],
         cwd=ws,
         env=env,
         capture_output=True,
@@ -51,6 +59,8 @@ def test_colcon_sees_an_ament_python_package(colcon_workspace):
         "share/dap_ros/package.xml",
         "share/dap_ros/launch/dap.launch.py",
         "share/dap_ros/config/dap.yaml",
+        "share/dap_ros/weights/dap_small/config.json",
+        "share/dap_ros/weights/dap_small/model.safetensors",
         "share/ament_index/resource_index/packages/dap_ros",
         "lib/dap_ros/dap_node",
     ],

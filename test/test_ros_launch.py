@@ -1,8 +1,8 @@
 """launch/dap.launch.py and config/dap.rviz.
 
-The launch file needs launch_ros, which a full ROS 2 install has and the pip wheels do not; its
-tests skip without it. CI runs the node itself as `python -m dap_ros.node --ros-args
---params-file config/dap.yaml` (test_ros_node.py).
+The launch file needs launch_ros, which a full ROS 2 install has and the PyPI wheels do not;
+`make setup` installs it from ../shared/ros2_cli when that exists, and these tests skip without
+it. test_ros2_cli.py runs the real `ros2 launch` against the installed package.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import importlib.util
 
 import pytest
 import yaml
+from install_harness import ros2_cli_missing
 
 pytestmark = pytest.mark.ros
 
@@ -48,7 +49,9 @@ def test_launch_arguments_table_without_launch_ros(repo_root):
 
 @pytest.fixture
 def launch_module(repo_root, monkeypatch):
-    pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI: needs a ROS 2 install")
+    missing = ros2_cli_missing()
+    if missing:
+        pytest.skip(missing)
     spec = importlib.util.spec_from_file_location(
         "dap_launch", repo_root / "launch" / "dap.launch.py"
     )

@@ -1,0 +1,145 @@
+"""The package installed non-editable, as pip and colcon lay it out, and the real ros2 CLI on it.
+
+Not a test module: used by conftest.py (`installed_package`), test_install.py and
+test_ros2_cli.py.
+- `install_non_editable(repo_root, target)`: `pip install --no-deps --prefix` of a clean copy
+  of the checkout (no stale build/ reused); `Installed.env(domain)` is a ROS environment in
+  which that copy, not the checkout or its editable install, is found.
+- `ros2(env, *args)`: one `ros2` command-line call; `LaunchProcess`: `ros2 launch` started in
+  its own session and stopped with SIGINT, as a user's Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ros_harness import ros_env, wait_until
+
+ROS2 = Path(sys.executable).with_name("ros2")
+
+
+def ros2_cli_missing() -> str | None:
+    """Why the real `ros2 launch` / `ros2 topic` / `ros2 param` cannot run here, or None."""
+    if not ROS2.exists() or importlib.util.find_spec("launch_ros") is None:
+        return (
+            "the ros2 command-line tools (launch, launch_ros, ros2cli; not on PyPI) are not "
+            "installed: `make setup` installs them from ../shared/ros2_cli when it exists "
+            "(DAP_SHARED overrides the path)"
+        )
+    return None
+
+
+COPY_IGNORE = shutil.ignore_patterns(
+    ".venv", ".git", "build", "install", "log", "demo_out", "runs", "__pycache__", "*.egg-info"
+)
+SHIPPED = ("README.md", "config.json", "model.safetensors")
+
+
+class Installed:
+    """A non-editable install of the checkout under `prefix`."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
+        site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
+        self.site_packages = Path(site)
+
+    def env(self, domain: int) -> dict[str, str]:
+        """A ROS environment where the installed copy, not the checkout, is found first."""
+        env = ros_env(domain)
+        env["AMENT_PREFIX_PATH"] = os.pathsep.join((str(self.prefix), sys.prefix))
+        env["PYTHONPATH"] = str(self.site_packages)
+        # The launchers' `#!/usr/bin/env python3` finds the venv, as in an activated venv.
+        env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+        return env
+
+
+def install_non_editable(repo_root: Path, target: Path) -> Installed:
+    """`pip install --no-deps --no-build-isolation --prefix target` of a clean copy."""
+    source = target / "src"
+    shutil.copytree(repo_root, source, ignore=COPY_IGNORE)
+    prefix = target / "prefix"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
+    command += ["--no-build-isolation", "--prefix", str(prefix), str(source)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return Installed(prefix)
+
+
+def ros2(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`ros2 ARGS...`; run inside `ros2_daemon(env)` so that no daemon outlives the test."""
+    command = [str(ROS2), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def ros2_daemon(env: dict[str, str]) -> Iterator[None]:
+    """The ros2 daemon of env's domain (it keeps the graph, so each `ros2 param` call need not
+    discover the node again), stopped on exit: `ros2` calls would otherwise leave one running."""
+    ros2(env, "daemon", "start")
+    try:
+        yield
+    finally:
+        ros2(env, "daemon", "stop")
+
+
+class LaunchProcess:
+    """`ros2 launch dap_ros dap.launch.py ARGS...` in its own session, output in a log file.
+
+    Use as a context manager: it is always stopped (SIGINT, then SIGKILL of its group).
+    """
+
+    def __init__(self, env: dict[str, str], log_path: Path, *arguments: str) -> None:
+        self.command = [str(ROS2), "launch", "dap_ros", "dap.launch.py", *arguments]
+        self.env = env
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> LaunchProcess:
+        self._log = open(self.log_path, "w")  # closed in stop()
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.log_path.parent,
+            start_new_session=True,  # a SIGINT for it alone, as Ctrl-C in its terminal
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        """True once `text` is in the log; False on timeout or when the launch exits."""
+        assert self.process is not None
+        wait_until(lambda: text in self.log() or self.process.poll() is not None, timeout, 0.2)
+        return text in self.log()
+
+    def stop(self, timeout: float = 15.0) -> tuple[int | None, float]:
+        """SIGINT, then wait: (exit status, seconds); None when it had to be killed."""
+        assert self.process is not None
+        started = time.monotonic()
+        status: int | None = self.process.poll()
+        if status is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                status = self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        if not self._log.closed:
+            self._log.close()
+        return status, time.monotonic() - started
