@@ -69,8 +69,8 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
         cmd, env=subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=500
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    r0 = torch.load(tmp_path / "ddp/rank0.pt", weights_only=False)
-    r1 = torch.load(tmp_path / "ddp/rank1.pt", weights_only=False)
+    r0 = torch.load(tmp_path / "ddp/rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "ddp/rank1.pt", weights_only=True)
     assert r0["world"] == r1["world"] == 2 and r0["backend"] == "gloo"
     # The ranks read different samples (the stream is sharded) ...
     assert len(r0["seen"]) == len(r1["seen"]) == 6

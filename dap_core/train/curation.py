@@ -280,7 +280,9 @@ class PseudoLabelDataset(Dataset):
 
     def _shard(self, k: int) -> np.ndarray:
         if k not in self._arrays:
-            self._arrays[k] = np.load(self.directory / f"shard_{k:05d}.npy", mmap_mode="r")
+            self._arrays[k] = np.load(
+                self.directory / f"shard_{k:05d}.npy", mmap_mode="r", allow_pickle=False
+            )
         return self._arrays[k]
 
     def __getitem__(self, position: int) -> dict[str, Any]:
