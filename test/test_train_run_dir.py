@@ -134,3 +134,33 @@ def test_an_unwritable_output_dir_ends_in_one_line(tmp_path):
         assert str(locked) in line and "not permitted" in line, line
     finally:
         subprocess.run(["chattr", "-i", str(locked)], check=False)
+
+
+def test_ctrl_c_says_where_training_stopped_and_what_is_saved(tmp_path):
+    import re
+    import signal
+    import time
+
+    config = _config(tmp_path, steps=100_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dap_core.cli", "train", "--config", str(config)],
+        env=subprocess_env(),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ck = tmp_path / "run/checkpoints"
+    deadline = time.monotonic() + 240
+    while find_checkpoint(ck) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    found = re.search(r"interrupted at step (\d+), checkpoint at step (\d+)", err)
+    assert found, err
+    step, saved = int(found.group(1)), int(found.group(2))
+    assert saved <= step and load_checkpoint(find_checkpoint(ck))["step"] == saved
+    assert not list(ck.glob(".*.tmp"))

@@ -110,14 +110,27 @@ class Heartbeat:
             except (RuntimeError, AttributeError, ValueError):
                 self.store = None
 
-    def beat(self, step: int) -> None:
-        if self.store is not None:
-            self.store.set(f"dap/heartbeat/{self.env.rank}", f"{step} {time.time():.3f}")
+    PHASES = ("starting", "in the forward pass", "in the backward pass", "done with")
 
-    def late_ranks(self, step: int) -> str:
-        """'rank 1 (last at step 3, 42 s ago)' for each other rank behind `step`, or ''."""
+    def beat(self, step: int, phase: int = 0) -> None:
+        """Report reaching `PHASES[phase]` of `step` (one small store write)."""
+        if self.store is not None:
+            self.store.set(f"dap/heartbeat/{self.env.rank}", f"{step} {phase} {time.time():.3f}")
+
+    def late_ranks(self, step: int, phase: int, grace_s: float = 3.0) -> str:
+        """The other ranks that did not answer, with where each last reported, or ''.
+
+        Called by a rank whose collective failed: it marks itself as failed, waits `grace_s`
+        for the healthy ranks (which time out on the same collective) to do the same, and
+        names those behind it or silent: a stopped or hung rank never marks itself.
+        """
         if self.store is None:
             return ""
+        try:
+            self.store.set(f"dap/failed/{self.env.rank}", "1")
+        except RuntimeError:
+            return ""
+        time.sleep(grace_s)
         late = []
         now = time.time()
         for rank in range(self.env.world_size):
@@ -125,14 +138,17 @@ class Heartbeat:
                 continue
             try:
                 self.store.set_timeout(timedelta(seconds=2))
-                seen_step, seen_at = self.store.get(f"dap/heartbeat/{rank}").decode().split()
-            except (RuntimeError, ValueError, TimeoutError):
+                if self.store.check([f"dap/failed/{rank}"]):
+                    continue  # it saw the failure too: not the late one
+                seen = self.store.get(f"dap/heartbeat/{rank}").decode().split()
+                seen_step, seen_phase, seen_at = int(seen[0]), int(seen[1]), float(seen[2])
+            except (RuntimeError, ValueError, IndexError, TimeoutError):
                 late.append(f"rank {rank} (never reported)")
                 continue
-            if int(seen_step) < step:
-                late.append(
-                    f"rank {rank} (last at step {seen_step}, {now - float(seen_at):.0f} s ago)"
-                )
+            late.append(
+                f"rank {rank} (last {self.PHASES[seen_phase]} step {seen_step}, "
+                f"{now - seen_at:.0f} s ago)"
+            )
         return ", ".join(late)
 
 

@@ -25,7 +25,13 @@ from torch.nn.parallel import DistributedDataParallel
 from dap_core.train import checkpoint as ckpt
 from dap_core.train.config import TrainConfig
 from dap_core.train.data import make_loader
-from dap_core.train.distributed import DistEnv, all_reduce_mean, barrier, broadcast_flag
+from dap_core.train.distributed import (
+    DistEnv,
+    Heartbeat,
+    all_reduce_mean,
+    barrier,
+    broadcast_flag,
+)
 from dap_core.train.run_identity import describe_mismatch, run_identity
 
 
@@ -235,38 +241,59 @@ class Trainer:
         started = time.monotonic() - self.elapsed_s
         sched = cfg.schedule
         batches = iter(loader)
-        while self.step < self.steps:
-            budget_spent = (
-                sched.time_budget_s is not None
-                and time.monotonic() - started >= sched.time_budget_s
-            )
-            if broadcast_flag(budget_spent, self.env, self.device):
-                stopped_by = "time_budget"
-                break
-            batch = _to_device(next(batches), self.device)
-            self._set_lr()
-            with autocast_context(cfg, self.device):
-                loss, logs, pred = self.task.step(model, batch)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite loss at step {self.step}: {logs}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.module.parameters(), cfg.optim.grad_clip or float("inf")
-            )
-            self.optimizer.step()
-            self.step += 1
-            self.elapsed_s = time.monotonic() - started
-            logs = {**logs, "grad_norm": float(grad_norm)}
-            if self.step % sched.log_every == 0 or self.step == self.steps:
-                logs = all_reduce_mean(logs, self.env, self.device)
-                self._log(writer, bar, logs)
-            if writer is not None and sched.preview_every and self.step % sched.preview_every == 0:
-                self._preview(writer, batch, pred)
-            if sched.checkpoint_every and self.step % sched.checkpoint_every == 0:
-                self.save()
-            if bar is not None:
-                bar.update(1)
+        heartbeat = Heartbeat(self.env)
+        phase = 0
+        try:
+            while self.step < self.steps:
+                heartbeat.beat(self.step, phase := 0)
+                budget_spent = (
+                    sched.time_budget_s is not None
+                    and time.monotonic() - started >= sched.time_budget_s
+                )
+                if broadcast_flag(budget_spent, self.env, self.device):
+                    stopped_by = "time_budget"
+                    break
+                batch = _to_device(next(batches), self.device)
+                self._set_lr()
+                heartbeat.beat(self.step, phase := 1)
+                with autocast_context(cfg, self.device):
+                    loss, logs, pred = self.task.step(model, batch)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"non-finite loss at step {self.step}: {logs}")
+                self.optimizer.zero_grad(set_to_none=True)
+                heartbeat.beat(self.step, phase := 2)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    self.module.parameters(), cfg.optim.grad_clip or float("inf")
+                )
+                self.optimizer.step()
+                heartbeat.beat(self.step, phase := 3)
+                self.step += 1
+                self.elapsed_s = time.monotonic() - started
+                logs = {**logs, "grad_norm": float(grad_norm)}
+                if self.step % sched.log_every == 0 or self.step == self.steps:
+                    logs = all_reduce_mean(logs, self.env, self.device)
+                    self._log(writer, bar, logs)
+                if (
+                    writer is not None
+                    and sched.preview_every
+                    and self.step % sched.preview_every == 0
+                ):
+                    self._preview(writer, batch, pred)
+                if sched.checkpoint_every and self.step % sched.checkpoint_every == 0:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+        except RuntimeError as err:
+            late = heartbeat.late_ranks(self.step, phase) if self.env.distributed else ""
+            if not late:
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise RuntimeError(
+                f"rank {self.env.rank}: step {self.step}: a collective failed or timed out "
+                f"(runtime.dist_timeout_s {self.cfg.runtime.dist_timeout_s:g} s); late: {late} "
+                f"({first[:200]})"
+            ) from err
         self.elapsed_s = time.monotonic() - started
         self.save()
         if bar is not None:
