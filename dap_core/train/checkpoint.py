@@ -190,8 +190,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         asks = f"it asks for {found.group(1)}" if found else "it holds arbitrary objects"
         raise CheckpointError(
-            f"checkpoint {path} refused: {asks}, not only tensors and plain values, so dap "
-            "train did not write it; nothing in it was run"
+            f"checkpoint {path} refused: {asks}, not only tensors and plain values "
+            "(this version of dap train writes no such file); nothing in it was run"
         ) from err
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
