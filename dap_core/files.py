@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def umask_mode() -> int:
+    """The mode `open()` gives a new file (0o644 under the usual umask 022). Written files get
+    it rather than mkstemp's 0600: weights, checkpoints and reports are not secrets, and a
+    node or colleague running as another user must be able to read them."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Write `path` through `write(handle)` so readers see the old file or the whole new one.
 
@@ -26,6 +35,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

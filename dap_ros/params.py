@@ -83,8 +83,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         100,
         "range mask in metres: pixels the model places beyond it are +inf (no return) in the"
         " range image, and drop out of the cloud and the scan. Only this head runs; it must be"
-        " one of the weights' heads (10, 20, 50, 100 m for DAP; a change builds that head's"
-        " model once, on the worker). A stand-in predictor without heads compares the range",
+        " one of the weights' heads (10, 20, 50, 100 m for the released DAP; the shipped"
+        " dap_small has the 100 m head only); a threshold without a head is refused, never"
+        " approximated. A change builds that head's model once, on the worker. A stand-in"
+        " predictor without heads compares the range with the threshold itself.",
         (1, 1000),
         dynamic=True,
     ),

@@ -150,3 +150,9 @@ def test_diagnostic_levels_follow_the_period():
     assert level_of(["received", "received", "bad_input", "processed"]) == DiagnosticStatus.WARN
     assert level_of(["received", "bad_input"]) == DiagnosticStatus.ERROR
     assert level_of(["received", "idle"], idle=True) == DiagnosticStatus.OK
+
+
+def test_mask_threshold_description_is_whole_and_says_what_happens_without_a_head():
+    (spec,) = [p for p in PARAMETERS if p.name == "mask_threshold"]
+    assert spec.description.endswith(".")  # `ros2 param describe` used to end mid-sentence
+    assert "refused" in spec.description and "100 m head only" in spec.description

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,6 +113,8 @@ def test_scoring_resumes_after_an_interrupted_manifest(tmp_path, tiny):
     # A run killed after two samples, in the middle of writing the third line:
     part = tmp_path / "b" / "manifest.rank0.jsonl"
     part.parent.mkdir()
+    # key.json is written before the first row, so a killed run has it.
+    (part.parent / "key.json").write_text((tmp_path / "a" / "key.json").read_text())
     part.write_text("".join(json.dumps(r) + "\n" for r in reference[:2]) + '{"index": 2, "sc')
     resumed_ds = CountingDataset(Dap2mFolder(root, size=(32, 64)))
     resumed = score(resumed_ds, tmp_path / "b")
@@ -207,3 +211,65 @@ def test_critic_fakes_rgb_critic_gets_mismatched_labeled_pairs():
     assert depth_critic is labeled  # predictions of the same images, no partner image
     cross = critic_dataset(section(use_rgb=False, fakes="unlabeled"), labeled, unlabeled)
     assert all(float(cross[i]["fake_rgb"][0, 0, 0]) >= 100.0 for i in range(16))
+
+
+def _label(labeler, source, indices, out, shard_size=2):
+    return write_pseudo_labels(
+        labeler,
+        source,
+        indices,
+        out,
+        env=DistEnv(),
+        device=torch.device("cpu"),
+        batch_size=2,
+        shard_size=shard_size,
+    )
+
+
+def test_pseudo_labels_of_another_selection_are_rebuilt_not_reused(tmp_path, tiny):
+    root, labeler, _ = tiny
+    source = HiddenLabels(Dap2mFolder(root, size=(32, 64)))
+    out = _label(labeler, source, [0, 1, 3, 4], tmp_path / "p")
+    # Stage 2 again with another top_k: another selection in the same directory.
+    _label(labeler, source, [0, 2, 3], out)
+    data = PseudoLabelDataset(out, source)
+    assert sorted(i for _, _, i in data.entries) == [0, 2, 3]
+    assert not (out / "shard_00002.json").exists()
+    expected, _, _ = pseudo_label(labeler, source[2]["rgb"][None])
+    got = next(data[p] for p in range(len(data)) if data.entries[p][2] == 2)
+    # float16 shards: relative step 2^-11 (< 5e-4) of the range.
+    torch.testing.assert_close(got["range_m"], expected[0].float(), rtol=1e-3, atol=1e-3)
+
+
+def test_pseudo_labels_of_another_labeler_are_rebuilt(tmp_path, tiny):
+    root, labeler, _ = tiny
+    source = HiddenLabels(Dap2mFolder(root, size=(32, 64)))
+    out = _label(labeler, source, [0, 1], tmp_path / "p")
+    made = np.load(out / "shard_00000.npy")
+    np.save(out / "shard_00000.npy", np.zeros_like(made))  # tells a reused shard apart
+    _label(labeler, source, [0, 1], out)
+    assert not np.load(out / "shard_00000.npy").any()  # same labeler, same selection: reused
+    other = copy.deepcopy(labeler)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05)
+    _label(other, source, [0, 1], out)
+    assert np.load(out / "shard_00000.npy").any()  # another labeler: relabelled
+
+
+def test_scores_of_another_critic_are_not_reused(tmp_path, tiny):
+    root, labeler, critic = tiny
+    dataset = Dap2mFolder(root, size=(32, 64))
+
+    def score(judge):
+        return score_dataset(
+            labeler, judge, dataset, tmp_path / "c", env=DistEnv(), device=torch.device("cpu")
+        )
+
+    first = score(critic)
+    other = copy.deepcopy(critic)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.0)
+    second = score(other)
+    assert [r["score"] for r in first] != [r["score"] for r in second]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dap_core.files import umask_mode
 from dap_core.model.config import DAPConfig
 from dap_core.model.dap import DAP, mask_head_name
 from dap_core.model.official import is_official_state_dict, load_official
@@ -37,15 +38,45 @@ OFFICIAL_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 # --------------------------------------------------------------- our format
 def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Write through `write(temp_path)`, then rename over `path`. Model files are not
+    secrets: they get the umask's mode like any file a user writes (mkstemp's 0600 would keep
+    a ROS node running as another user from reading them)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def stable_safetensors_header(path: str | Path) -> None:
+    """Rewrite a .safetensors header with its JSON keys sorted, in place.
+
+    safetensors serialises the metadata map in hash order, which changes from save to save,
+    so identical weights gave different bytes and file hashes could not name a model. The
+    tensors' data offsets do not depend on the header, so only the header changes; a shorter
+    header is padded with spaces as the format allows.
+    """
+    with open(path, "r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = text.encode()
+        if len(data) > size:  # cannot happen for the same keys and values; be safe anyway
+            raise ValueError(f"{path}: sorted safetensors header does not fit")
+        handle.seek(8)
+        handle.write(data + b" " * (size - len(data)))
+
+
+def _save_stable(state: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    save_file(state, path, metadata=metadata)
+    stable_safetensors_header(path)
 
 
 def _float32_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -54,13 +85,12 @@ def _float32_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_model(model, directory: str | Path) -> Path:  # type: ignore[no-untyped-def]
     """Write `directory`/model.safetensors + config.json (float32, contiguous)."""
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     config_json = model.config.to_json()
     state = _float32_cpu(model.state_dict())
     metadata = {"format": FORMAT_NAME, "config": config_json}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(state, p, metadata=metadata))
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: _save_stable(state, p, metadata))
     _atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(config_json + "\n"))
     return directory
 
@@ -110,7 +140,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu"):  # t
 # ------------------------------------------------------- single mask heads
 def save_mask_head(model, threshold_m: int, path: str | Path) -> Path:  # type: ignore[no-untyped-def]
     """One range-mask head as safetensors; metadata holds what must match when loading."""
-    from safetensors.torch import save_file
 
     head = model.mask_head(threshold_m)
     state = _float32_cpu(head.state_dict())
@@ -121,7 +150,7 @@ def save_mask_head(model, threshold_m: int, path: str | Path) -> Path:  # type: 
         "head": json.dumps(_head_signature(model.config)),
     }
     path = Path(path)
-    _atomic_write(path, lambda p: save_file(state, p, metadata=metadata))
+    _atomic_write(path, lambda p: _save_stable(state, p, metadata))
     return path
 
 

@@ -42,6 +42,10 @@ class DataSection:
     (`dap_core.data.camera_effects`; 0 = off), the sim-to-real augmentation of the labeler;
     camera_shading_ev: strength of its uneven-lighting effect in stops (0 = off);
     camera_lamps: probability of its lamp relighting of enclosed scenes (0 = off).
+    on_error: "skip" drops an unreadable or label-less training sample from its batch (logged
+    with file and reason, counted once, in TensorBoard and the run summary) and stops the run
+    when more than max_skip_fraction of the samples read so far were skipped; "raise" stops at
+    the first one.
     """
 
     size: tuple[int, int] = (512, 1024)
@@ -55,6 +59,7 @@ class DataSection:
     camera_lamps: float = 0.0
     num_workers: int = 0
     on_error: str = "skip"
+    max_skip_fraction: float = 0.05
 
 
 LR_DECAYS = ("none", "cosine")
@@ -93,7 +98,9 @@ class ScheduleSection:
 
 @dataclass(frozen=True)
 class RuntimeSection:
-    """device: "auto" (cuda when present) or a torch device; amp: "auto" = bf16 on GPU only."""
+    """device: "auto" (cuda when present) or a torch device; amp: "auto" = bf16 on GPU only.
+    dist_timeout_s: under torchrun, how long a rank waits for the others (forming the group,
+    every collective) before the run fails naming the late rank."""
 
     device: str = "auto"
     threads: int | None = None
@@ -101,6 +108,7 @@ class RuntimeSection:
     deterministic: bool = False
     progress: bool = True
     tensorboard: bool = True
+    dist_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -210,6 +218,10 @@ class TrainConfig:
             raise ValueError(
                 f"data.camera_lamps is a probability in [0, 1], got {self.data.camera_lamps}"
             )
+        if not 0.0 <= self.data.max_skip_fraction <= 1.0:
+            raise ValueError(
+                f"data.max_skip_fraction is a fraction in [0, 1], got {self.data.max_skip_fraction}"
+            )
         if not 0.0 <= self.data.camera_effects <= 1.0:
             raise ValueError(
                 f"data.camera_effects is a probability in [0, 1], got {self.data.camera_effects}"
@@ -236,22 +248,126 @@ SECTIONS = {
 }
 
 
+# Bounds of numeric values, checked when a config is read: (">=" or ">", bound).
+LIMITS: dict[str, tuple[str, float]] = {
+    "optim.lr_backbone": (">=", 0),
+    "optim.lr_decoder": (">=", 0),
+    "optim.weight_decay": (">=", 0),
+    "optim.grad_clip": (">=", 0),  # 0 = no clipping
+    "optim.warmup_steps": (">=", 0),
+    "schedule.max_steps": (">=", 0),
+    "schedule.time_budget_s": (">", 0),  # or null for none
+    "schedule.log_every": (">=", 1),
+    "schedule.checkpoint_every": (">=", 0),  # 0 = only at the end
+    "schedule.keep_checkpoints": (">=", 1),
+    "schedule.preview_every": (">=", 0),
+    "runtime.threads": (">=", 1),
+    "runtime.dist_timeout_s": (">", 0),
+    "data.num_workers": (">=", 0),
+    "data.max_skip_fraction": (">=", 0),
+    "discriminator.lr": (">=", 0),
+    "discriminator.steps": (">=", 0),
+    "discriminator.batch_size": (">=", 1),
+    "discriminator.channels": (">=", 1),
+    "discriminator.layers": (">=", 1),
+    "discriminator.pool": (">=", 1),
+    "curation.batch_size": (">=", 1),
+    "curation.shard_size": (">=", 1),
+    "eval.batch_size": (">=", 1),
+    "eval.max_samples": (">=", 1),
+}
+
+
+def _typed(value: Any, kind: str, where: str) -> Any:
+    """`value` as the field's scalar type (int / float / bool / str), or a ValueError."""
+    base = kind.split(" ")[0]
+    if value is None:
+        if "None" in kind:
+            return None
+        raise ValueError(f"{where}: a value is required, got null")
+    if base == "int":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError as err:
+                raise ValueError(f"{where}: expected a number, got {value!r}") from err
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if base == "float":
+        # YAML 1.1 reads "2e-4" as a string; numbers must be numbers.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError as err:
+                raise ValueError(f"{where}: expected a number, got {value!r}") from err
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if base == "bool" and not isinstance(value, bool):
+        raise ValueError(f"{where}: expected true or false, got {value!r}")
+    if base == "str" and not isinstance(value, str):
+        raise ValueError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _check_limit(where: str, value: Any) -> None:
+    if where not in LIMITS or value is None:
+        return
+    op, bound = LIMITS[where]
+    if (op == ">=" and value < bound) or (op == ">" and value <= bound):
+        raise ValueError(f"{where} must be {op} {bound:g}, got {value!r}")
+
+
+def _size(value: Any, where: str) -> tuple[int, int]:
+    ok = (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    if not ok:
+        raise ValueError(
+            f"{where} must be [height, width] in pixels (e.g. [512, 1024]), got {value!r}"
+        )
+    return (int(value[0]), int(value[1]))
+
+
+def _model_overrides(value: Any, where: str) -> Mapping[str, Any]:
+    from dap_core.model.config import DAPConfig
+
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where} must be a mapping of DAPConfig fields, got {value!r}")
+    known = {f.name for f in dataclasses.fields(DAPConfig)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown DAPConfig field(s) {unknown}; known: {sorted(known)}")
+    return value
+
+
 def _section(cls, values: Mapping[str, Any] | None, where: str):
+    if values is not None and not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping of keys, got {values!r}")
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
     for key, value in list(values.items()):
-        if isinstance(value, list):
-            value = tuple(value)
+        name = f"{where}.{key}"
         kind = str(known[key].type)
-        # YAML 1.1 reads "2e-4" as a string; numbers must be numbers.
-        if isinstance(value, str) and kind.split(" ")[0] in ("float", "int"):
-            try:
-                value = float(value) if kind.startswith("float") else int(value)
-            except ValueError as err:
-                raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from err
+        if name == "data.size":
+            value = _size(value, name)
+        elif name == "model.overrides":
+            value = _model_overrides(value, name)
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif kind.split(" ")[0] in ("int", "float", "bool", "str"):
+            value = _typed(value, kind, name)
+        _check_limit(name, value)
         values[key] = value
     return cls(**values)
 

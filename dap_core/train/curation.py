@@ -11,6 +11,11 @@
    `shard_<k>.json` (indices, names) written last, so a shard exists only when complete.
    `PseudoLabelDataset` pairs them with the source images for training.
 
+Both artefacts carry the key of what made them (`artefact_key`: a digest of the labeler's and
+critic's weights, the source dataset's size, the selection and shard size) in `key.json`;
+a directory made under another key is emptied and rebuilt, never reused (stage 2 run again
+with another top_k, or a retrained labeler, gets its own labels).
+
 When the source dataset hides ground truth (`HiddenLabels`), the manifest also records each
 pseudo label's true AbsRel as `hidden_abs_rel` — for measuring curation only; nothing in the
 pipeline reads it.
@@ -18,10 +23,10 @@ pipeline reads it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dap_core.files import atomic_write, atomic_write_bytes
 from dap_core.metrics import depth_metrics
 from dap_core.train.data import collate
 from dap_core.train.discriminator import critic_input
@@ -90,6 +96,50 @@ def build_classifier(spec: str) -> Classifier:
 
 
 # ----------------------------------------------------------------------------------------------
+# Cache keys
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state (names, dtypes, shapes, bytes): which weights made a file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def artefact_key(**parts: Any) -> str:
+    """A short digest of everything that made a cached artefact."""
+    canonical = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def _claim(out_dir: Path, key: str, patterns: Sequence[str], what: str, env: DistEnv) -> None:
+    """Make `out_dir` hold artefacts of `key`: when key.json names another key (or is missing
+    beside old files), delete the files matching `patterns` first. Rank 0 decides."""
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        record = out_dir / "key.json"
+        try:
+            old = json.loads(record.read_text()).get("key") if record.is_file() else None
+        except (OSError, ValueError):
+            old = None
+        if old != key:
+            stale = [f for pattern in patterns for f in out_dir.glob(pattern)]
+            for f in stale:
+                f.unlink(missing_ok=True)
+            if stale:
+                print(
+                    f"{out_dir}: {what} were made by another labeler, critic or selection: "
+                    f"removed {len(stale)} file(s), rebuilding",
+                    flush=True,
+                )
+            _atomic_text(record, json.dumps({"key": key}))
+    barrier(env)
+
+
+# ----------------------------------------------------------------------------------------------
 # Scoring
 
 
@@ -122,7 +172,14 @@ def score_dataset(
     from dap_core.train.tasks import normalize_rgb, pseudo_label
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    classifier = classifier or build_classifier("auto")
+    key = artefact_key(
+        labeler=module_digest(labeler),
+        critic=module_digest(critic),
+        samples=len(dataset),
+        classifier=getattr(classifier, "__qualname__", repr(classifier)),
+    )
+    _claim(out_dir, key, ["manifest*.jsonl"], "scores", env)
     part = out_dir / f"manifest.rank{env.rank}.jsonl"
     kept = _read_jsonl(part)
     if part.is_file():
@@ -130,7 +187,6 @@ def score_dataset(
         _atomic_text(part, "".join(json.dumps(r) + "\n" for r in kept))
     done = {row["index"] for row in kept}
     mine = [i for i in range(env.rank, len(dataset), env.world_size) if i not in done]
-    classifier = classifier or build_classifier("auto")
     labeler = labeler.to(device).eval()
     critic = critic.to(device).eval()
     hidden = getattr(dataset, "ground_truth", None)
@@ -198,21 +254,11 @@ def select_top_k(rows: Sequence[Mapping[str, Any]], top_k: Mapping[str, float]) 
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def _atomic_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.save(handle, array))
 
 
 @torch.no_grad()
@@ -231,8 +277,14 @@ def write_pseudo_labels(
     from dap_core.train.tasks import pseudo_label
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     indices = sorted(int(i) for i in indices)
+    key = artefact_key(
+        labeler=module_digest(labeler),
+        samples=len(dataset),
+        indices=hashlib.sha256(json.dumps(indices).encode()).hexdigest(),
+        shard_size=shard_size,
+    )
+    _claim(out_dir, key, ["shard_*.npy", "shard_*.json", "index.json"], "pseudo labels", env)
     shards = [indices[k : k + shard_size] for k in range(0, len(indices), shard_size)]
     labeler = labeler.to(device).eval()
     for k in range(env.rank, len(shards), env.world_size):
@@ -250,7 +302,12 @@ def write_pseudo_labels(
         _atomic_text(meta_path, json.dumps({"indices": shards[k], "names": names}))
     barrier(env)
     if env.is_main:
-        index = {"shards": len(shards), "samples": len(indices), "shard_size": shard_size}
+        index = {
+            "shards": len(shards),
+            "samples": len(indices),
+            "shard_size": shard_size,
+            "key": key,
+        }
         _atomic_text(out_dir / "index.json", json.dumps(index))
     barrier(env)
     return out_dir
@@ -280,7 +337,9 @@ class PseudoLabelDataset(Dataset):
 
     def _shard(self, k: int) -> np.ndarray:
         if k not in self._arrays:
-            self._arrays[k] = np.load(self.directory / f"shard_{k:05d}.npy", mmap_mode="r")
+            self._arrays[k] = np.load(
+                self.directory / f"shard_{k:05d}.npy", mmap_mode="r", allow_pickle=False
+            )
         return self._arrays[k]
 
     def __getitem__(self, position: int) -> dict[str, Any]:

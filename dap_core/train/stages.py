@@ -10,8 +10,11 @@ Stage 3 — DAP: pseudo-label every unlabeled sample with the stage-2 labeler an
 
 Layout of `output_dir`: `model/` (final weights, DAP.save), `checkpoints/` and `tensorboard/`
 of the main training, `critic/` (stage 2), `curation/` (manifest, selection), `pseudo/`
-(shards), `eval.md` / `eval.json`, `config.yaml` (the resolved config). Every phase skips
-work that is already complete on disk, so `--resume` after a kill at any point continues.
+(shards), `eval.md` / `eval.json`, `config.yaml` (the resolved config), `run.json` (the run's
+identity, `dap_core.train.run_identity`). Every phase skips work that is already complete on
+disk, so `--resume` after a kill at any point continues; a directory holding another run is
+refused (or moved aside on request), and temp files of writes a kill interrupted are removed
+when a run starts.
 """
 
 from __future__ import annotations
@@ -25,9 +28,16 @@ import torch
 
 from dap_core.data.datasets import build_dataset
 from dap_core.model import load_model, save_model
+from dap_core.train.checkpoint import (
+    STEP_PATTERN,
+    atomic_save,
+    find_checkpoint,
+    remove_orphan_temps,
+)
 from dap_core.train.config import TrainConfig, dump_config
 from dap_core.train.data import PairedForCritic, concat
 from dap_core.train.distributed import DistEnv, barrier
+from dap_core.train.run_identity import prepare_run_dir
 from dap_core.train.trainer import Trainer, resolve_device
 
 MODEL_DIR = "model"
@@ -66,7 +76,12 @@ def _train_depth(cfg: TrainConfig, model, dataset, env: DistEnv, out: Path, resu
     from dap_core.train.tasks import DepthTask
 
     final = out / MODEL_DIR
-    if resume and (final / "config.json").is_file():
+    newest = find_checkpoint(out / "checkpoints")
+    done = (
+        newest is None
+        or int(STEP_PATTERN.fullmatch(newest.name).group(1)) >= cfg.schedule.max_steps
+    )
+    if resume and (final / "config.json").is_file() and done:
         _log(env, f"[{cfg.name}] {final} exists: training already complete")
         return _load(final)
     trainer = Trainer(
@@ -112,15 +127,33 @@ def _evaluate(cfg: TrainConfig, model, env: DistEnv, out: Path) -> dict[str, Any
     return results
 
 
-def run_stage(cfg: TrainConfig, env: DistEnv, *, resume: bool = False) -> dict[str, Any]:
-    """Run one stage end to end; returns {"model": path, "eval": results, ...}."""
+def run_stage(
+    cfg: TrainConfig, env: DistEnv, *, resume: bool = False, move_aside: bool = False
+) -> dict[str, Any]:
+    """Run one stage end to end; returns {"model": path, "eval": results, ...}.
+
+    Without `resume` an output_dir holding another run is refused (`move_aside`: renamed);
+    with it, one of another identity is refused (see `dap_core.train.run_identity`).
+    """
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     if cfg.runtime.deterministic:
         torch.use_deterministic_algorithms(True)
     out = Path(cfg.output_dir)
     if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(
+            out, cfg.to_dict(), env.world_size, resume=resume, move_aside=move_aside, log=print
+        )
+        removed = remove_orphan_temps(out)
+        if removed:
+            mb = sum(size for _, size in removed) / 1e6
+            shown = ", ".join(str(p.relative_to(out)) for p, _ in removed[:3])
+            more = f" and {len(removed) - 3} more" if len(removed) > 3 else ""
+            print(
+                f"[{cfg.name}] removed {len(removed)} temp file(s) of interrupted writes "
+                f"({mb:.1f} MB): {shown}{more}",
+                flush=True,
+            )
         (out / "config.yaml").write_text(dump_config(cfg))
     barrier(env)
     stage = {1: _stage1, 2: _stage2, 3: _stage3}[cfg.stage]
@@ -150,7 +183,9 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
     d = cfg.discriminator
     critic_path = out / "critic" / "critic.pt"
     if resume and critic_path.is_file():
-        critic_task.module.load_state_dict(torch.load(critic_path, map_location="cpu"))
+        critic_task.module.load_state_dict(
+            torch.load(critic_path, map_location="cpu", weights_only=True)
+        )
     else:
         critic_data = critic_dataset(d, labeled, unlabeled)
         trainer = Trainer(
@@ -165,7 +200,7 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
         result = trainer.fit(resume=resume)
         _log(env, f"[{cfg.name}] critic: {result.steps} steps, {result.last_logs}")
         if env.is_main:
-            torch.save(critic_task.module.state_dict(), critic_path)
+            atomic_save(critic_task.module.state_dict(), critic_path)
         barrier(env)
     critic = critic_task.module
 

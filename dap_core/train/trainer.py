@@ -25,7 +25,14 @@ from torch.nn.parallel import DistributedDataParallel
 from dap_core.train import checkpoint as ckpt
 from dap_core.train.config import TrainConfig
 from dap_core.train.data import make_loader
-from dap_core.train.distributed import DistEnv, all_reduce_mean, barrier, broadcast_flag
+from dap_core.train.distributed import (
+    DistEnv,
+    Heartbeat,
+    all_reduce_mean,
+    barrier,
+    broadcast_flag,
+)
+from dap_core.train.run_identity import describe_mismatch, run_identity
 
 
 @dataclass
@@ -34,6 +41,16 @@ class TrainResult:
     elapsed_s: float
     last_logs: dict[str, float]
     stopped_by: str  # "max_steps" or "time_budget"
+
+
+class TrainingInterruptedError(Exception):
+    """Ctrl-C (SIGINT) during training: where the run was and what is safe on disk."""
+
+    def __init__(self, step: int, checkpoint_step: int | None) -> None:
+        self.step = step
+        self.checkpoint_step = checkpoint_step
+        saved = "none yet" if checkpoint_step is None else f"step {checkpoint_step}"
+        super().__init__(f"interrupted at step {step}, checkpoint at {saved}")
 
 
 def resolve_device(cfg: TrainConfig, env: DistEnv) -> torch.device:
@@ -85,6 +102,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
         self.step = 0
         self.elapsed_s = 0.0
+        self.saved_step: int | None = None  # step of the newest checkpoint on disk
+        self.identity = run_identity(cfg.to_dict(), env.world_size)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -106,12 +125,21 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
             "config": self.cfg.to_dict(),
+            "identity": self.identity,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Continue from `state`; refuse a state of another task or another run."""
         if state.get("task") != self.task.name:
-            raise ValueError(
-                f"checkpoint is for task {state.get('task')!r}, not {self.task.name!r}"
+            raise ckpt.CheckpointError(
+                f"{source} is for task {state.get('task')!r}, not {self.task.name!r}"
+            )
+        mismatch = describe_mismatch(
+            state.get("identity", {}), state.get("config"), self.identity, self.cfg.to_dict()
+        )
+        if mismatch:
+            raise ckpt.CheckpointError(
+                f"{source} (step {state.get('step')}) belongs to another run: {mismatch}"
             )
         world = state["data_position"]["world_size"]
         if world != self.env.world_size:
@@ -132,18 +160,56 @@ class Trainer:
                 self.checkpoint_dir, self.state_dict(), keep=self.cfg.schedule.keep_checkpoints
             )
         barrier(self.env)
+        self.saved_step = self.step
+
+    def _say(self, message: str) -> None:
+        if self.env.is_main:
+            print(f"[{self.cfg.name}:{self.task.name}] {message}", flush=True)
 
     def resume(self) -> bool:
-        """Load the latest checkpoint of this run if there is one; True when resumed."""
-        path = ckpt.find_checkpoint(self.checkpoint_dir)
-        if path is None:
+        """Load the newest readable checkpoint of this run if there is one; True when resumed.
+
+        Rank 0 looks first (it moves a torn newest file aside and says so), then the others
+        read the same file.
+        """
+        found = None
+        if self.env.is_main:
+            found = ckpt.load_latest(self.checkpoint_dir, self.device, log=self._say)
+        barrier(self.env)
+        if not self.env.is_main:
+            found = ckpt.load_latest(self.checkpoint_dir, self.device, log=lambda _: None)
+        if found is None:
+            self._say(f"no checkpoint in {self.checkpoint_dir}: starting at step 0")
             return False
-        self.load_state_dict(ckpt.load_checkpoint(path, map_location=self.device))
+        path, state = found
+        self.load_state_dict(state, source=f"checkpoint {path}")
+        self.saved_step = self.step
+        self._say(f"resuming from {path} at step {self.step} of {self.steps}")
         return True
+
+    def _remove_orphan_temps(self) -> None:
+        """Temp files of checkpoint writes a kill interrupted (rank 0 alone writes there)."""
+        if self.env.is_main:
+            removed = ckpt.remove_orphan_temps(self.checkpoint_dir)
+            if removed:
+                mb = sum(size for _, size in removed) / 1e6
+                self._say(
+                    f"removed {len(removed)} temp file(s) of interrupted checkpoint writes "
+                    f"({mb:.1f} MB) from {self.checkpoint_dir}"
+                )
+        barrier(self.env)
 
     # ------------------------------------------------------------------ loop
     def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train to `steps`; Ctrl-C raises `TrainingInterruptedError` (no traceback wall)."""
+        try:
+            return self._fit(resume=resume)
+        except KeyboardInterrupt:
+            raise TrainingInterruptedError(self.step, self.saved_step) from None
+
+    def _fit(self, *, resume: bool) -> TrainResult:
         cfg = self.cfg
+        self._remove_orphan_temps()
         if resume:
             self.resume()
         if self.step >= self.steps:
@@ -175,38 +241,59 @@ class Trainer:
         started = time.monotonic() - self.elapsed_s
         sched = cfg.schedule
         batches = iter(loader)
-        while self.step < self.steps:
-            budget_spent = (
-                sched.time_budget_s is not None
-                and time.monotonic() - started >= sched.time_budget_s
-            )
-            if broadcast_flag(budget_spent, self.env, self.device):
-                stopped_by = "time_budget"
-                break
-            batch = _to_device(next(batches), self.device)
-            self._set_lr()
-            with autocast_context(cfg, self.device):
-                loss, logs, pred = self.task.step(model, batch)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite loss at step {self.step}: {logs}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.module.parameters(), cfg.optim.grad_clip or float("inf")
-            )
-            self.optimizer.step()
-            self.step += 1
-            self.elapsed_s = time.monotonic() - started
-            logs = {**logs, "grad_norm": float(grad_norm)}
-            if self.step % sched.log_every == 0 or self.step == self.steps:
-                logs = all_reduce_mean(logs, self.env, self.device)
-                self._log(writer, bar, logs)
-            if writer is not None and sched.preview_every and self.step % sched.preview_every == 0:
-                self._preview(writer, batch, pred)
-            if sched.checkpoint_every and self.step % sched.checkpoint_every == 0:
-                self.save()
-            if bar is not None:
-                bar.update(1)
+        heartbeat = Heartbeat(self.env)
+        phase = 0
+        try:
+            while self.step < self.steps:
+                heartbeat.beat(self.step, phase := 0)
+                budget_spent = (
+                    sched.time_budget_s is not None
+                    and time.monotonic() - started >= sched.time_budget_s
+                )
+                if broadcast_flag(budget_spent, self.env, self.device):
+                    stopped_by = "time_budget"
+                    break
+                batch = _to_device(next(batches), self.device)
+                self._set_lr()
+                heartbeat.beat(self.step, phase := 1)
+                with autocast_context(cfg, self.device):
+                    loss, logs, pred = self.task.step(model, batch)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"non-finite loss at step {self.step}: {logs}")
+                self.optimizer.zero_grad(set_to_none=True)
+                heartbeat.beat(self.step, phase := 2)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    self.module.parameters(), cfg.optim.grad_clip or float("inf")
+                )
+                self.optimizer.step()
+                heartbeat.beat(self.step, phase := 3)
+                self.step += 1
+                self.elapsed_s = time.monotonic() - started
+                logs = {**logs, "grad_norm": float(grad_norm)}
+                if self.step % sched.log_every == 0 or self.step == self.steps:
+                    logs = all_reduce_mean(logs, self.env, self.device)
+                    self._log(writer, bar, logs)
+                if (
+                    writer is not None
+                    and sched.preview_every
+                    and self.step % sched.preview_every == 0
+                ):
+                    self._preview(writer, batch, pred)
+                if sched.checkpoint_every and self.step % sched.checkpoint_every == 0:
+                    self.save()
+                if bar is not None:
+                    bar.update(1)
+        except RuntimeError as err:
+            late = heartbeat.late_ranks(self.step, phase) if self.env.distributed else ""
+            if not late:
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise RuntimeError(
+                f"rank {self.env.rank}: step {self.step}: a collective failed or timed out "
+                f"(runtime.dist_timeout_s {self.cfg.runtime.dist_timeout_s:g} s); late: {late} "
+                f"({first[:200]})"
+            ) from err
         self.elapsed_s = time.monotonic() - started
         self.save()
         if bar is not None:
