@@ -40,6 +40,9 @@ __all__ = [
     "range_to_normals",
     "range_to_points",
     "rays_to_lonlat",
+    "rays_to_pixel",
+    "rotation_between",
+    "rpy_to_matrix",
     "solid_angle_weights",
     "view_rays",
     "views_to_erp",
@@ -116,6 +119,17 @@ def rays_to_lonlat(rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lon = torch.atan2(y, x)
     lat = torch.atan2(z, torch.sqrt(x * x + y * y))
     return lon, lat
+
+
+@_numpy_io
+def rays_to_pixel(rays: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Continuous ERP pixel coordinates [..., 2] = (u, v) of directions [..., 3].
+
+    Pixel centres land on k + 0.5 (`lonlat_to_pixel` of `rays_to_lonlat`). Numpy in, numpy out.
+    """
+    lon, lat = rays_to_lonlat(rays)
+    u, v = lonlat_to_pixel(lon, lat, height, width)
+    return torch.stack([u, v], dim=-1)
 
 
 def pixel_rays(
@@ -477,3 +491,51 @@ def flip_horizontal(erp: torch.Tensor) -> torch.Tensor:
     A flipped range map is the exact range map of the mirrored scene. Numpy in, numpy out.
     """
     return torch.flip(erp, dims=(-1,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotations between frames
+# ---------------------------------------------------------------------------------------------
+
+
+def rpy_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """float64 [3, 3] rotation of fixed-axis roll (x), pitch (y), yaw (z), radians: Rz Ry Rx.
+
+    The URDF / REP 103 convention: a child frame with `rpy` relative to its parent has
+    p_parent = R p_child. Positive pitch turns the child's +x towards the parent's −z (nose
+    down); roll π turns the child upside down.
+    """
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    return rz @ ry @ rx
+
+
+def rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """float64 [3, 3] smallest rotation R with R · source/|source| = target/|target|.
+
+    Rodrigues' formula about source × target; for opposite vectors, a half turn about an axis
+    perpendicular to source. Raises ValueError for a zero or non-finite vector.
+    """
+    a = np.asarray(source, np.float64)
+    b = np.asarray(target, np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if not (np.isfinite(na) and np.isfinite(nb) and na > NORM_EPS and nb > NORM_EPS):
+        raise ValueError(f"rotation_between needs finite non-zero vectors, got {a}, {b}")
+    a, b = a / na, b / nb
+    axis = np.cross(a, b)
+    sin, cos = np.linalg.norm(axis), float(a @ b)
+    if sin < 1e-12:
+        if cos > 0:
+            return np.eye(3)
+        # Half turn about any axis perpendicular to a: R = 2 n nᵀ − I.
+        helper = np.eye(3)[int(np.argmin(np.abs(a)))]
+        n = np.cross(a, helper)
+        n /= np.linalg.norm(n)
+        return 2.0 * np.outer(n, n) - np.eye(3)
+    k = axis / sin
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + sin * cross + (1.0 - cos) * (cross @ cross)
