@@ -43,7 +43,14 @@ setup(
         "openexr>=3.2",
     ],
     extras_require={
-        "ros": ["ros-rclpy", "ros-sensor-msgs", "ros-rmw-fastrtps-cpp", "ros-diagnostic-msgs"],
+        "ros": [
+            "ros-rclpy",
+            "ros-sensor-msgs",
+            "ros-rmw-fastrtps-cpp",
+            "ros-diagnostic-msgs",
+            "ros-rcl-lifecycle",
+            "ros-lifecycle-msgs",
+        ],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -59,6 +66,7 @@ setup(
         "console_scripts": [
             "dap = dap_core.cli:main",
             "dap_node = dap_ros.node:main",
+            "dap_lifecycle_node = dap_ros.lifecycle_node:main",
             "dap_camera_sim = dap_ros.camera_sim:main",
         ],
     },

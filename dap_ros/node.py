@@ -63,6 +63,7 @@ NODE_NAME = "dap"
 PARAMETER_NAMES = frozenset(spec.name for spec in PARAMETERS)
 WARN_EVERY_S = 5.0  # a repeated problem is logged at most once per this many seconds
 _WORKER_POLL_S = 0.1
+_FRAME_TIMEOUT_S = 60.0  # longest wait for the frame in flight when topics are removed
 
 
 class _Throttle:
@@ -114,23 +115,27 @@ class DapNode(Node):
         **node_kwargs: Any,
     ) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self._init_pipeline()
+        self._load_models(predictor, predictor_factory, mask_heads)
+        self._open_io()
+
+    # -- the pieces a managed node (dap_ros.lifecycle_node) calls from its transitions ----
+
+    def _init_pipeline(self) -> None:
+        """Parameters, counters and the buffers kept between frames; no model, no topics."""
         declare_all(self)
         self._settings = read_settings(self)
-        if predictor is not None and predictor_factory is not None:
-            raise ValueError("give a predictor or a predictor_factory, not both")
-        if predictor is not None:
-            self._heads = HeadPredictors.fixed(predictor)
-        elif predictor_factory is not None:
-            self._heads = HeadPredictors(predictor_factory, mask_heads)
-        else:
-            self._heads = head_predictors(self._settings)
-        # The first head is built now, so that bad weights stop the start with a clear error.
+        self._heads: HeadPredictors | None = None
+        self._predictor: PredictorLike | None = None
         self._head = self._settings.mask_threshold
-        self._predictor = self._heads.get(self._head)
         self._failed_heads: dict[int, str] = {}  # threshold -> why its predictor did not build
-        self.backend = str(self._predictor.backend)
+        self.backend = "none"
         self.stats = FrameStats()
         self._slot: FrameSlot[Image | CompressedImage] = FrameSlot()
+        self._slot.close()  # opened by _open_io
+        self._worker: threading.Thread | None = None
+        self._subscription = None
+        self._outputs: tuple = ()
         self._throttle = _Throttle(WARN_EVERY_S)
         self._logged_first_frame = False
         self._workspace = projection.Workspace()  # the worker's scratch arrays
@@ -143,7 +148,37 @@ class DapNode(Node):
         # Milliseconds of the last processed frame: decode, inference, outputs (building the
         # messages), publish (rclpy + DDS). Read by bench/bench_node_host.py.
         self.last_frame_ms: dict[str, float] = {}
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
+    def _load_models(
+        self,
+        predictor: PredictorLike | None = None,
+        predictor_factory: Callable[[int], PredictorLike] | None = None,
+        mask_heads: Sequence[int] | None = None,
+    ) -> None:
+        """Build the predictors (load the weights); raises on bad weights or arguments."""
+        if predictor is not None and predictor_factory is not None:
+            raise ValueError("give a predictor or a predictor_factory, not both")
+        if predictor is not None:
+            heads = HeadPredictors.fixed(predictor)
+        elif predictor_factory is not None:
+            heads = HeadPredictors(predictor_factory, mask_heads)
+        else:
+            heads = head_predictors(self._settings)
+        # The first head is built now, so that bad weights stop the start with a clear error.
+        self._head = self._settings.mask_threshold
+        self._predictor = heads.get(self._head)
+        self._heads = heads
+        self._failed_heads = {}
+        self.backend = str(self._predictor.backend)
+
+    def _unload_models(self) -> None:
+        """Drop the predictors (the model's memory goes with the last reference)."""
+        self._heads = self._predictor = None
+        self.backend = "none"
+
+    def _open_io(self) -> None:
+        """Create publishers, the subscription, the diagnostics timer; start the worker."""
         s = self._settings
         out_qos = _qos(s.output_reliable)
         self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
@@ -166,11 +201,11 @@ class DapNode(Node):
             if s.input_reliable
             else ReliabilityPolicy.BEST_EFFORT,
         )
+        self._slot = FrameSlot()
         in_type = CompressedImage if s.compressed_input else Image
         self._subscription = self.create_subscription(
             in_type, s.input_topic, self._on_image, in_qos
         )
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="dap-worker", daemon=True)
         self._worker.start()
@@ -179,6 +214,20 @@ class DapNode(Node):
             f"{self.backend}, running {self._heads.describe(s.mask_threshold)}, cloud stride "
             f"{s.cloud_stride}"
         )
+
+    def _close_io(self) -> None:
+        """Stop the worker (after its current frame) and remove every topic and the timer."""
+        self._slot.close()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout=_FRAME_TIMEOUT_S)
+        self._worker = None
+        if self._subscription is None:
+            return
+        self.destroy_subscription(self._subscription)
+        self.destroy_timer(self._diagnostics_timer)
+        for publisher in (*self._outputs, self._pub_diagnostics):
+            self.destroy_publisher(publisher)
+        self._subscription, self._outputs = None, ()
 
     # -- parameters -----------------------------------------------------------------------
 
@@ -191,7 +240,7 @@ class DapNode(Node):
         changes = {p.name: p.value for p in parameters if p.name in PARAMETER_NAMES}
         try:
             updated = self._settings.replaced(changes)
-            if "mask_threshold" in changes:
+            if "mask_threshold" in changes and self._heads is not None:
                 self._heads.check(updated.mask_threshold)  # the weights must have that head
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
@@ -414,7 +463,7 @@ class DapNode(Node):
 
     def destroy_node(self) -> None:
         self._slot.close()
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
         super().destroy_node()
 

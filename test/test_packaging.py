@@ -53,6 +53,7 @@ def test_colcon_sees_an_ament_python_package(colcon_workspace):
         "share/dap_ros/config/dap.yaml",
         "share/ament_index/resource_index/packages/dap_ros",
         "lib/dap_ros/dap_node",
+        "lib/dap_ros/dap_lifecycle_node",
     ],
 )
 def test_install_tree_holds(colcon_workspace, relative):
