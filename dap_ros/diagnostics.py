@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 __all__ = ["FrameStats", "StatsReport", "diagnostic_array"]
 
 
-_COUNTERS = ("received", "processed", "dropped", "idle", "bad_input", "failed")
+_COUNTERS = (
+    "received",
+    "processed",
+    "dropped",
+    "idle",
+    "bad_input",
+    "failed",
+    "unmatched",  # dual-fisheye lens images that found no partner within the wait
+    "imu_rejected",  # IMU samples not taken as gravity (magnitude off 1 g)
+)
 
 
 @dataclass
@@ -38,7 +47,8 @@ class FrameStats:
 
     received: arrived; processed: published; dropped: replaced by a newer frame before the
     worker took them; idle: skipped because nobody subscribed; bad_input: could not be decoded;
-    failed: inference or publishing raised.
+    failed: inference or publishing raised; unmatched: a lens image of a two-topic
+    dual-fisheye camera dropped without its partner; imu_rejected: IMU samples ignored.
     """
 
     last_problem: str = ""

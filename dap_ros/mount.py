@@ -26,7 +26,7 @@ import torch
 
 from dap_core.geometry import pixel_lonlat, rotation_between, rpy_to_matrix
 
-__all__ = ["LEVEL", "GravityTracker", "LevelRays", "Mount", "level_rays"]
+__all__ = ["LEVEL", "GravityTracker", "LevelRays", "Mount", "MountState", "level_rays"]
 
 _IDENTITY_TOL = 1e-12  # a rotation this close to I is treated as exactly level (fast paths)
 
@@ -165,3 +165,49 @@ class GravityTracker:
         if self._up is None:
             raise RuntimeError("no accepted IMU sample yet")
         return self._yaw @ rotation_between(self._up, np.array([0.0, 0.0, 1.0]))
+
+
+class MountState:
+    """The node's current mount: from its settings, with roll and pitch from an IMU when one
+    is configured (`imu_topic`) and has sent an accepted sample. Thread-safe by replacement:
+    the IMU callback swaps the tracked rotation, the worker reads it."""
+
+    def __init__(self, settings) -> None:
+        self._tracker: GravityTracker | None = None
+        self._tracked: np.ndarray | None = None
+        if settings.imu_topic:
+            self._tracker = GravityTracker(
+                yaw=settings.mount_rpy[2],
+                time_constant_s=settings.imu_time_constant,
+                imu_to_camera=rpy_to_matrix(*settings.imu_rpy),
+            )
+
+    @staticmethod
+    def levelled(settings) -> bool:
+        """True when outputs in the levelled frame differ from the panorama frame."""
+        return (
+            bool(settings.imu_topic)
+            or Mount.from_rpy(settings.mount_rpy, settings.mount_xyz) != LEVEL
+        )
+
+    @staticmethod
+    def level_frame_id(settings, camera_frame: str) -> str:
+        return settings.level_frame_id or f"{camera_frame}_level"
+
+    def on_acceleration(self, acceleration: tuple[float, float, float], stamp_s: float) -> bool:
+        """Feed one accelerometer sample (m/s², IMU frame); False when rejected or unused."""
+        if self._tracker is None or not self._tracker.update(acceleration, stamp_s):
+            return False
+        self._tracked = self._tracker.rotation()
+        return True
+
+    @property
+    def rejected(self) -> int:
+        return 0 if self._tracker is None else self._tracker.rejected
+
+    def mount(self, settings) -> Mount:
+        """The mount to use for the next frame."""
+        tracked = self._tracked
+        if tracked is not None:
+            return Mount.from_matrix(tracked, settings.mount_xyz)
+        return Mount.from_rpy(settings.mount_rpy, settings.mount_xyz)

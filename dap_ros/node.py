@@ -45,7 +45,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2
+from sensor_msgs.msg import CompressedImage, Image, Imu, LaserScan, PointCloud2
 from std_msgs.msg import Header
 
 from dap_core.prediction import Prediction
@@ -53,6 +53,7 @@ from dap_core.visualize import add_colorbar, colorize_range
 from dap_ros import conversions, projection
 from dap_ros.diagnostics import FrameStats, diagnostic_array
 from dap_ros.frame_slot import FrameSlot
+from dap_ros.mount import MountState
 from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
 from dap_ros.predictors import HeadPredictors, PredictorLike, head_predictors
 from dap_ros.run import spin_node
@@ -148,6 +149,8 @@ class DapNode(Node):
         # Milliseconds of the last processed frame: decode, inference, outputs (building the
         # messages), publish (rclpy + DDS). Read by bench/bench_node_host.py.
         self.last_frame_ms: dict[str, float] = {}
+        self._mounting = MountState(self._settings)  # camera pose in the levelled frame
+        self._imu_subscription = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _load_models(
@@ -206,6 +209,10 @@ class DapNode(Node):
         self._subscription = self.create_subscription(
             in_type, s.input_topic, self._on_image, in_qos
         )
+        if s.imu_topic:
+            self._imu_subscription = self.create_subscription(
+                Imu, s.imu_topic, self._on_imu, qos_profile_sensor_data
+            )
         self._diagnostics_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="dap-worker", daemon=True)
         self._worker.start()
@@ -224,6 +231,9 @@ class DapNode(Node):
         if self._subscription is None:
             return
         self.destroy_subscription(self._subscription)
+        if self._imu_subscription is not None:
+            self.destroy_subscription(self._imu_subscription)
+            self._imu_subscription = None
         self.destroy_timer(self._diagnostics_timer)
         for publisher in (*self._outputs, self._pub_diagnostics):
             self.destroy_publisher(publisher)
@@ -280,6 +290,17 @@ class DapNode(Node):
             return
         if self._slot.put(msg):
             self.stats.count("dropped")
+
+    def _on_imu(self, msg: Imu) -> None:
+        a = msg.linear_acceleration
+        if not self._mounting.on_acceleration((a.x, a.y, a.z), _stamp_ns(msg.header) / 1e9):
+            self.stats.count("imu_rejected")
+
+    def _level_header(self, s: Settings, header: Header) -> Header:
+        """The header of an output in the levelled frame (the input's when nothing levels)."""
+        if not MountState.levelled(s):
+            return header
+        return Header(stamp=header.stamp, frame_id=MountState.level_frame_id(s, header.frame_id))
 
     def _anyone_listens(self) -> bool:
         return any(pub.get_subscription_count() > 0 for pub in self._outputs)
@@ -413,9 +434,15 @@ class DapNode(Node):
             s.min_range,
             s.max_range,
             within=within,
+            mount=self._mounting.mount(s),
         )
         return conversions.scan_to_msg(
-            ranges, layout.angle_min, layout.angle_increment, s.min_range, s.max_range, header
+            ranges,
+            layout.angle_min,
+            layout.angle_increment,
+            s.min_range,
+            s.max_range,
+            self._level_header(s, header),
         )
 
     def _cloud_message(self, s: Settings, header: Header, range_img, rgb) -> PointCloud2:
@@ -424,7 +451,14 @@ class DapNode(Node):
         # A no-return pixel is free space only up to the mask threshold (beyond-mask pixels)
         # or max_range (cut pixels): clearing points never go farther than the model vouches.
         clearing = min(s.cloud_clearing_range, float(s.mask_threshold), s.max_range)
-        options = {"clearing_range": clearing, "workspace": self._workspace}
+        options = {
+            "clearing_range": clearing,
+            "workspace": self._workspace,
+            "mount": self._mounting.mount(s),
+            "in_level_frame": s.cloud_in_level_frame,
+        }
+        if s.cloud_in_level_frame:
+            header = self._level_header(s, header)
         if not s.cloud_organized:  # the point count changes every frame: a new message
             cloud = projection.build_cloud(range_img, rgb, stride, *band, False, **options)
             return conversions.cloud_to_msg(cloud, header, False)

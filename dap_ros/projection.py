@@ -188,8 +188,14 @@ def build_cloud(
     clearing_range: float = 0.0,
     out: np.ndarray | None = None,
     workspace: Workspace | None = None,
+    mount: Mount = LEVEL,
+    in_level_frame: bool = False,
 ) -> np.ndarray:
     """Points of a REP 117 range image as PointCloud2 records.
+
+    mount: the camera's pose in the levelled frame; the height band is z of that frame.
+    in_level_frame: points are given in the levelled frame (rotated and shifted by the
+    mount) instead of the panorama frame.
 
     range_img: float32 [H, W] from `range_image` (non-finite = no point); rgb: uint8 [H, W, 3]
     or None (rgb field 0); points are kept where z (metres, panorama frame) lies in
@@ -221,15 +227,18 @@ def build_cloud(
     if clearing_range > 0.0:
         no_return = np.equal(r, np.float32(np.inf), out=ws.get("no_return_pts", (h, w), bool))
         np.copyto(kept_r, np.float32(clearing_range), where=no_return)
+    lrays = None if mount == LEVEL else level_rays(height, width, stride, mount)
     if min_height > -math.inf or max_height < math.inf:
-        # |z| <= r, so the band cuts nothing when it holds ±(farthest point): the usual case
-        # (default band ±100 m, ranges up to 100 m) costs one reduction instead of four passes.
+        # |z - height| <= r, so the band cuts nothing when it holds height ± (farthest point):
+        # the usual case (default band ±100 m, ranges up to 100 m) costs one reduction.
         farthest = float(np.fmax.reduce(kept_r, axis=None))  # NaN (no point) ignored
-        if not (min_height <= -farthest and farthest <= max_height):
-            z = np.multiply(kept_r, rays.sin_lat, out=ws.get("z_full", (h, w)))
+        low, high = min_height - mount.height, max_height - mount.height
+        if not (low <= -farthest and farthest <= high):
+            z_factor = rays.sin_lat if lrays is None else lrays.z  # z above the camera / r
+            z = np.multiply(kept_r, z_factor, out=ws.get("z_full", (h, w)))
             with np.errstate(invalid="ignore"):
-                outside = np.less(z, min_height, out=ws.get("below", (h, w), bool))
-                outside |= np.greater(z, max_height, out=ws.get("above", (h, w), bool))
+                outside = np.less(z, low, out=ws.get("below", (h, w), bool))
+                outside |= np.greater(z, high, out=ws.get("above", (h, w), bool))
             np.copyto(kept_r, np.float32(np.nan), where=outside)
     colour = None
     if rgb is not None:
@@ -246,10 +255,17 @@ def build_cloud(
         n = rows.stop - rows.start
         horizontal, x, y, z = (plane[:n] for plane in planes)
         k = kept_r[rows]
-        np.multiply(k, rays.cos_lat[rows], out=horizontal)
-        np.multiply(horizontal, rays.cos_lon, out=x)
-        np.multiply(horizontal, rays.sin_lon, out=y)
-        np.multiply(k, rays.sin_lat[rows], out=z)
+        if in_level_frame and lrays is not None:
+            for plane, factor, offset in zip(
+                (x, y, z), (lrays.x, lrays.y, lrays.z), mount.translation, strict=True
+            ):
+                np.multiply(k, factor[rows], out=plane)
+                plane += np.float32(offset)
+        else:
+            np.multiply(k, rays.cos_lat[rows], out=horizontal)
+            np.multiply(horizontal, rays.cos_lon, out=x)
+            np.multiply(horizontal, rays.sin_lon, out=y)
+            np.multiply(k, rays.sin_lat[rows], out=z)
         # cv2.merge interleaves four planes about 5x faster than numpy's strided writes.
         cv2.merge([x, y, z, colour[rows]], dst=out[rows])
     if organized:

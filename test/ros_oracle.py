@@ -85,6 +85,46 @@ def room_truth(
     return truth
 
 
+def room_range(
+    directions: np.ndarray,
+    walls: tuple[float, float, float, float] = (FRONT_X, BACK_X, LEFT_Y, RIGHT_Y),
+    wall_top_z: float = WALL_TOP_Z,
+    floor_z: float = FLOOR_Z,
+) -> np.ndarray:
+    """float64 [...] range from the room's centre along unit `directions` [..., 3] (room
+    frame: z up): the nearest of the four walls (below their top) and the floor; +inf sky."""
+    x, y, z = (directions[..., k] for k in range(3))
+    horizontal = np.hypot(x, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        to_wall = wall_distance(np.arctan2(y, x), walls) / horizontal
+        to_floor = np.where(z < 0, floor_z / -z, np.inf)
+    hits_wall = to_wall <= to_floor
+    truth = np.where(hits_wall, to_wall, to_floor)
+    return np.where(hits_wall & (to_wall * z > wall_top_z), np.inf, truth)
+
+
+def tilted_room_truth(height: int, width: int, rotation: np.ndarray) -> np.ndarray:
+    """float64 [H, W] true range of the room seen by a camera whose rays turn into the room
+    frame by `rotation` (p_room = R p_camera; the camera at the room's centre)."""
+    return room_range(closed_form_rays(height, width) @ np.asarray(rotation).T)
+
+
+# A tilted camera for the node tests: roll 6°, pitch 12° (nose down), yaw 0.
+PITCHED_RPY = (np.deg2rad(6.0), np.deg2rad(12.0), 0.0)
+
+
+def rpy_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Rz(yaw) Ry(pitch) Rx(roll), written out here (URDF fixed-axis convention)."""
+    cr, sr, cp, sp, cy, sy = (f(a) for a in (roll, pitch, yaw) for f in (np.cos, np.sin))
+    return np.array(
+        [
+            [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+            [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+            [-sp, cp * sr, cp * cr],
+        ]
+    )
+
+
 def far_hall_truth(height: int, width: int) -> np.ndarray:
     """float64 [H, W] true range of the far hall (walls 64-70 m away, 30 m high)."""
     return room_truth(height, width, FAR_WALLS, FAR_WALL_TOP_Z)
@@ -145,6 +185,25 @@ def room() -> RoomOracle:
 def far_hall() -> RoomOracle:
     """The hall whose walls stand 64-70 m away (beyond the scan band's reach off the horizon)."""
     return RoomOracle(far=True)
+
+
+class PitchedRoomOracle(RoomOracle):
+    """The room as seen by a camera tilted by PITCHED_RPY (the node is told so by mount_rpy)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backend = "oracle-pitched-room"
+
+    def predict(self, rgb: np.ndarray) -> Prediction:
+        self.calls += 1
+        truth = tilted_room_truth(*rgb.shape[:2], rpy_matrix(*PITCHED_RPY))
+        predicted = np.where(np.isinf(truth), SKY_RANGE_M, truth).astype(np.float32)
+        masks = {t: (predicted <= t).astype(np.float32) for t in MASK_THRESHOLDS}
+        return Prediction(predicted, masks, {"forward": 0.0}, self.backend)
+
+
+def pitched_room() -> RoomOracle:
+    return PitchedRoomOracle()
 
 
 def slow_room() -> RoomOracle:
