@@ -30,6 +30,8 @@ __all__ = [
     "cassini_to_erp",
     "distortion_weights",
     "erp_to_views",
+    "fisheye_project",
+    "fisheye_unproject",
     "flip_horizontal",
     "icosahedron_vertices",
     "lonlat_to_pixel",
@@ -539,3 +541,94 @@ def rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     k = axis / sin
     cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
     return np.eye(3) + sin * cross + (1.0 - cos) * (cross @ cross)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fisheye lenses (numpy, float64): the lens models of dual-fisheye 360° cameras
+# ---------------------------------------------------------------------------------------------
+
+FISHEYE_MODELS = ("equidistant", "equisolid", "kannala_brandt")
+_KB_NEWTON_STEPS = 12  # Newton steps inverting θ(1 + k1 θ² + ...): converges to 1e-12 rad
+
+
+def _body_to_optical(rays: np.ndarray) -> np.ndarray:
+    """REP 103 lens body axes (x along the optical axis, y left, z up) -> OpenCV optical axes
+    (z along the optical axis, x image right, y image down)."""
+    return np.stack([-rays[..., 1], -rays[..., 2], rays[..., 0]], axis=-1)
+
+
+def _optical_to_body(rays: np.ndarray) -> np.ndarray:
+    return np.stack([rays[..., 2], -rays[..., 0], -rays[..., 1]], axis=-1)
+
+
+def _lens_radius(theta: np.ndarray, model: str, focal: float, k: tuple[float, ...]) -> np.ndarray:
+    if model == "equidistant":
+        return focal * theta  # r = f θ
+    if model == "equisolid":
+        return 2.0 * focal * np.sin(theta / 2.0)  # r = 2 f sin(θ/2)
+    if model == "kannala_brandt":  # OpenCV cv2.fisheye: r = f θ (1 + k1 θ² + k2 θ⁴ + ...)
+        t2 = theta * theta
+        poly = 1.0 + sum(kk * t2 ** (i + 1) for i, kk in enumerate(k))
+        return focal * theta * poly
+    raise ValueError(f"unknown fisheye model '{model}' (one of {', '.join(FISHEYE_MODELS)})")
+
+
+def fisheye_project(
+    rays: np.ndarray,
+    rotation: np.ndarray,
+    centre: tuple[float, float],
+    focal: float,
+    model: str = "equidistant",
+    k: tuple[float, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates [..., 2] (x right, y down; OpenCV's convention: pixel (0, 0) centred on
+    (0, 0), as cv2.remap reads maps) of panorama-frame directions [..., 3] in a fisheye lens,
+    and their angle θ from the optical axis [...] (rad).
+
+    rotation: float64 [3, 3] the lens body frame in the panorama frame (p_pano = R p_lens; lens
+    body x = optical axis, REP 103); centre: the principal point (pixels); focal: pixels per
+    radian at the centre. Directions behind the lens still get coordinates (mask them by θ).
+    """
+    lens = _body_to_optical(np.asarray(rays, np.float64) @ np.asarray(rotation))
+    x, y, z = lens[..., 0], lens[..., 1], lens[..., 2]
+    sideways = np.hypot(x, y)
+    theta = np.arctan2(sideways, z)
+    r = _lens_radius(theta, model, focal, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(sideways > 0, r / sideways, 0.0)
+    pixels = np.stack([centre[0] + x * scale, centre[1] + y * scale], axis=-1)
+    return pixels, theta
+
+
+def fisheye_unproject(
+    pixels: np.ndarray,
+    rotation: np.ndarray,
+    centre: tuple[float, float],
+    focal: float,
+    model: str = "equidistant",
+    k: tuple[float, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of `fisheye_project`: unit panorama-frame rays [..., 3] of fisheye pixel
+    coordinates [..., 2], and their θ [...] (rad; NaN where the model has no inverse)."""
+    pixels = np.asarray(pixels, np.float64)
+    dx, dy = pixels[..., 0] - centre[0], pixels[..., 1] - centre[1]
+    r = np.hypot(dx, dy)
+    if model == "equidistant":
+        theta = r / focal
+    elif model == "equisolid":
+        with np.errstate(invalid="ignore"):
+            theta = 2.0 * np.arcsin(r / (2.0 * focal))
+    elif model == "kannala_brandt":
+        theta = r / focal
+        for _ in range(_KB_NEWTON_STEPS):
+            t2 = theta * theta
+            f = theta * (1.0 + sum(kk * t2 ** (i + 1) for i, kk in enumerate(k))) - r / focal
+            df = 1.0 + sum((2 * i + 3) * kk * t2 ** (i + 1) for i, kk in enumerate(k))
+            theta = theta - f / df
+    else:
+        raise ValueError(f"unknown fisheye model '{model}' (one of {', '.join(FISHEYE_MODELS)})")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c, s_ = np.where(r > 0, dx / r, 1.0), np.where(r > 0, dy / r, 0.0)
+    sin_t = np.sin(theta)
+    optical = np.stack([sin_t * c, sin_t * s_, np.cos(theta)], axis=-1)
+    return _optical_to_body(optical) @ np.asarray(rotation).T, theta
