@@ -307,6 +307,11 @@ class FisheyeRemapper:
             array.setflags(write=False)
 
     @property
+    def primary_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed-point cv2.remap maps of the primary lens (e.g. for a bare-remap peer)."""
+        return self._map1, self._map2
+
+    @property
     def input_size(self) -> tuple[int, int]:
         return self.calibration.image_size
 
