@@ -285,6 +285,7 @@ class FisheyeRemapper:
             coords.append(pixels)
         w0, w1 = weights
         primary_is_1 = w1 > w0
+        self.primary_is_lens1 = primary_is_1  # bool [H, W]
         total = w0 + w1
         self.unseen = total <= 0.0  # bool [H, W]
         primary = np.where(primary_is_1[..., None], coords[1], coords[0]).astype(np.float32)
@@ -305,6 +306,11 @@ class FisheyeRemapper:
         self._joined: np.ndarray | None = None
         for array in (self.unseen, self.overlap):
             array.setflags(write=False)
+
+    @property
+    def primary_share(self) -> np.ndarray:
+        """float32 [N]: the primary lens's weight in each overlap pixel (0.5 on the seam)."""
+        return self._primary_share[:, 0]
 
     @property
     def primary_maps(self) -> tuple[np.ndarray, np.ndarray]:

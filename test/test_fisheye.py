@@ -245,3 +245,23 @@ def test_range_from_fisheye_is_as_good_as_from_erp(sim_frames):
         fisheye_rel = depth_metrics(from_fisheye, frame.range_m)["abs_rel"]
         print(f"AbsRel from ERP {erp_rel:.4f}, from fisheye {fisheye_rel:.4f}")
         assert abs(fisheye_rel - erp_rel) < 0.01
+
+
+def test_fisheye_preview_writes_the_erp_and_refuses_bad_input(tmp_path, capsys):
+    import cv2
+
+    from dap_core.cli import main
+
+    calibration = load_calibration(SIDE_BY_SIDE).for_image(256, 128)
+    rays = _rays(64, 128).astype(np.float32)
+    image = ((erp_to_fisheye(rays, calibration)[0] + 1.0) * 127.0).astype(np.uint8)
+    source = tmp_path / "sbs.png"
+    cv2.imwrite(str(source), image)
+    out = tmp_path / "preview.png"
+    args = ["fisheye-preview", "--calibration", str(SIDE_BY_SIDE), str(source), "--out", str(out)]
+    assert main([*args, "--height", "64"]) == 0
+    preview = cv2.imread(str(out))
+    assert preview.shape == (64, 128, 3)
+    assert "100.0% of the sphere seen" in capsys.readouterr().out
+    assert main([*args[:2], str(tmp_path / "missing.yaml"), *args[3:]]) == 1
+    assert "cannot read" in capsys.readouterr().err
