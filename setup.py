@@ -20,7 +20,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", sorted(glob("config/*"))),
+        (f"share/{PACKAGE}/config", sorted(glob("config/*.*"))),
+        (f"share/{PACKAGE}/config/fisheye", sorted(glob("config/fisheye/*.yaml"))),
         (f"share/{PACKAGE}/weights", sorted(glob("weights/*/*"))),
         # launch_ros looks for executables in lib/<package>; pip ignores setup.cfg's
         # install_scripts, so the launcher is shipped there as a data file too.
