@@ -27,6 +27,7 @@ Run: `python -m dap_ros.node --ros-args --params-file config/dap.yaml`, `dap_nod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import threading
@@ -52,6 +53,7 @@ from dap_core.prediction import Prediction
 from dap_core.visualize import add_colorbar, colorize_range
 from dap_ros import conversions, projection
 from dap_ros.diagnostics import FrameStats, diagnostic_array
+from dap_ros.fisheye_input import FisheyeInput
 from dap_ros.frame_slot import FrameSlot
 from dap_ros.mount import MountState
 from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
@@ -150,6 +152,11 @@ class DapNode(Node):
         # messages), publish (rclpy + DDS). Read by bench/bench_node_host.py.
         self.last_frame_ms: dict[str, float] = {}
         self._mounting = MountState(self._settings)  # camera pose in the levelled frame
+        self._fisheye = None  # side-by-side dual-fisheye input, remapped to ERP
+        if self._settings.fisheye_calibration:
+            self._fisheye = FisheyeInput(
+                self._settings.fisheye_calibration, self._settings.fisheye_erp_height
+            )
         self._imu_subscription = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
@@ -330,10 +337,20 @@ class DapNode(Node):
         except conversions.InputError as err:
             self._problem("bad_input", f"bad input image: {err}")
             return False
+        unseen = None
+        if self._fisheye is not None:
+            try:
+                rgb, unseen = self._fisheye.to_erp(rgb)
+            except ValueError as err:
+                self._problem("bad_input", f"bad fisheye image: {err}")
+                return False
         try:
             predictor = self._predictor_for(s.mask_threshold)
             before = time.perf_counter()
             prediction = predictor.predict(rgb)
+            if unseen is not None:  # no lens sees these pixels: invalid (REP 117 NaN)
+                range_m = np.where(unseen, np.float32(np.nan), prediction.range_m)
+                prediction = dataclasses.replace(prediction, range_m=range_m)
             after = time.perf_counter()
             if prediction.range_m.shape != rgb.shape[:2]:
                 raise RuntimeError(

@@ -190,6 +190,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         (-2.0 * math.pi, 2.0 * math.pi),
     ),
     ParamSpec(
+        "fisheye_calibration",
+        "",
+        "dual-fisheye calibration YAML (config/fisheye/, layout side_by_side): the input image"
+        " holds both lenses and is remapped to ERP; pixels no lens sees get NaN range; empty ="
+        " ERP input",
+    ),
+    ParamSpec(
+        "fisheye_erp_height",
+        512,
+        "height of the ERP built from fisheye input (width = 2 x height)",
+        (16, 4096),
+    ),
+    ParamSpec(
         "imu_time_constant",
         0.5,
         "seconds: low-pass time constant of the gravity estimate (0 = newest sample only)",
@@ -233,6 +246,8 @@ class Settings:
     cloud_in_level_frame: bool
     imu_topic: str
     imu_rpy: tuple[float, ...]
+    fisheye_calibration: str
+    fisheye_erp_height: int
     imu_time_constant: float
 
     @classmethod
