@@ -21,7 +21,6 @@ _COUNTERS = (
     "idle",
     "bad_input",
     "failed",
-    "unmatched",  # dual-fisheye lens images that found no partner within the wait
     "imu_rejected",  # IMU samples not taken as gravity (magnitude off 1 g)
 )
 
@@ -47,8 +46,7 @@ class FrameStats:
 
     received: arrived; processed: published; dropped: replaced by a newer frame before the
     worker took them; idle: skipped because nobody subscribed; bad_input: could not be decoded;
-    failed: inference or publishing raised; unmatched: a lens image of a two-topic
-    dual-fisheye camera dropped without its partner; imu_rejected: IMU samples ignored.
+    failed: inference or publishing raised; imu_rejected: IMU samples not taken as gravity.
     """
 
     last_problem: str = ""

@@ -124,7 +124,6 @@ def test_frame_stats_rates_means_and_totals():
         "idle": 0,
         "bad_input": 1,
         "failed": 0,
-        "unmatched": 0,
         "imu_rejected": 0,
     }
     assert (report.latency_ms, report.processing_ms, report.inference_ms) == (40.0, 30.0, 20.0)
