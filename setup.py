@@ -27,7 +27,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", sorted(glob("config/*"))),
+        (f"share/{PACKAGE}/config", sorted(glob("config/*.*"))),
+        (f"share/{PACKAGE}/config/fisheye", sorted(glob("config/fisheye/*.yaml"))),
         *shipped_weights(),
         # launch_ros looks for executables in lib/<package>; pip ignores setup.cfg's
         # install_scripts, so the launcher is shipped there as a data file too.
@@ -51,7 +52,14 @@ setup(
         "openexr>=3.2",
     ],
     extras_require={
-        "ros": ["ros-rclpy", "ros-sensor-msgs", "ros-rmw-fastrtps-cpp", "ros-diagnostic-msgs"],
+        "ros": [
+            "ros-rclpy",
+            "ros-sensor-msgs",
+            "ros-rmw-fastrtps-cpp",
+            "ros-diagnostic-msgs",
+            "ros-rcl-lifecycle",
+            "ros-lifecycle-msgs",
+        ],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -68,6 +76,7 @@ setup(
         "console_scripts": [
             "dap = dap_core.cli:main",
             "dap_node = dap_ros.node:main",
+            "dap_lifecycle_node = dap_ros.lifecycle_node:main",
             "dap_camera_sim = dap_ros.camera_sim:main",
         ],
     },

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dap_core.commands.convert",
     "dap_core.commands.weights",
     "dap_core.commands.synth",
+    "dap_core.commands.fisheye",
     "dap_core.commands.predict",
     "dap_core.commands.export",
     "dap_core.commands.build_engine",

@@ -30,6 +30,8 @@ __all__ = [
     "cassini_to_erp",
     "distortion_weights",
     "erp_to_views",
+    "fisheye_project",
+    "fisheye_unproject",
     "flip_horizontal",
     "icosahedron_vertices",
     "lonlat_to_pixel",
@@ -40,6 +42,9 @@ __all__ = [
     "range_to_normals",
     "range_to_points",
     "rays_to_lonlat",
+    "rays_to_pixel",
+    "rotation_between",
+    "rpy_to_matrix",
     "solid_angle_weights",
     "view_rays",
     "views_to_erp",
@@ -116,6 +121,17 @@ def rays_to_lonlat(rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lon = torch.atan2(y, x)
     lat = torch.atan2(z, torch.sqrt(x * x + y * y))
     return lon, lat
+
+
+@_numpy_io
+def rays_to_pixel(rays: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Continuous ERP pixel coordinates [..., 2] = (u, v) of directions [..., 3].
+
+    Pixel centres land on k + 0.5 (`lonlat_to_pixel` of `rays_to_lonlat`). Numpy in, numpy out.
+    """
+    lon, lat = rays_to_lonlat(rays)
+    u, v = lonlat_to_pixel(lon, lat, height, width)
+    return torch.stack([u, v], dim=-1)
 
 
 def pixel_rays(
@@ -477,3 +493,142 @@ def flip_horizontal(erp: torch.Tensor) -> torch.Tensor:
     A flipped range map is the exact range map of the mirrored scene. Numpy in, numpy out.
     """
     return torch.flip(erp, dims=(-1,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotations between frames
+# ---------------------------------------------------------------------------------------------
+
+
+def rpy_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """float64 [3, 3] rotation of fixed-axis roll (x), pitch (y), yaw (z), radians: Rz Ry Rx.
+
+    The URDF / REP 103 convention: a child frame with `rpy` relative to its parent has
+    p_parent = R p_child. Positive pitch turns the child's +x towards the parent's −z (nose
+    down); roll π turns the child upside down.
+    """
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    rz = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+    return rz @ ry @ rx
+
+
+def rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """float64 [3, 3] smallest rotation R with R · source/|source| = target/|target|.
+
+    Rodrigues' formula about source × target; for opposite vectors, a half turn about an axis
+    perpendicular to source. Raises ValueError for a zero or non-finite vector.
+    """
+    a = np.asarray(source, np.float64)
+    b = np.asarray(target, np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if not (np.isfinite(na) and np.isfinite(nb) and na > NORM_EPS and nb > NORM_EPS):
+        raise ValueError(f"rotation_between needs finite non-zero vectors, got {a}, {b}")
+    a, b = a / na, b / nb
+    axis = np.cross(a, b)
+    sin, cos = np.linalg.norm(axis), float(a @ b)
+    if sin < 1e-12:
+        if cos > 0:
+            return np.eye(3)
+        # Half turn about any axis perpendicular to a: R = 2 n nᵀ − I.
+        helper = np.eye(3)[int(np.argmin(np.abs(a)))]
+        n = np.cross(a, helper)
+        n /= np.linalg.norm(n)
+        return 2.0 * np.outer(n, n) - np.eye(3)
+    k = axis / sin
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + sin * cross + (1.0 - cos) * (cross @ cross)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fisheye lenses (numpy, float64): the lens models of dual-fisheye 360° cameras
+# ---------------------------------------------------------------------------------------------
+
+FISHEYE_MODELS = ("equidistant", "equisolid", "kannala_brandt")
+_KB_NEWTON_STEPS = 12  # Newton steps inverting θ(1 + k1 θ² + ...): converges to 1e-12 rad
+
+
+def _body_to_optical(rays: np.ndarray) -> np.ndarray:
+    """REP 103 lens body axes (x along the optical axis, y left, z up) -> OpenCV optical axes
+    (z along the optical axis, x image right, y image down)."""
+    return np.stack([-rays[..., 1], -rays[..., 2], rays[..., 0]], axis=-1)
+
+
+def _optical_to_body(rays: np.ndarray) -> np.ndarray:
+    return np.stack([rays[..., 2], -rays[..., 0], -rays[..., 1]], axis=-1)
+
+
+def _lens_radius(theta: np.ndarray, model: str, focal: float, k: tuple[float, ...]) -> np.ndarray:
+    if model == "equidistant":
+        return focal * theta  # r = f θ
+    if model == "equisolid":
+        return 2.0 * focal * np.sin(theta / 2.0)  # r = 2 f sin(θ/2)
+    if model == "kannala_brandt":  # OpenCV cv2.fisheye: r = f θ (1 + k1 θ² + k2 θ⁴ + ...)
+        t2 = theta * theta
+        poly = 1.0 + sum(kk * t2 ** (i + 1) for i, kk in enumerate(k))
+        return focal * theta * poly
+    raise ValueError(f"unknown fisheye model '{model}' (one of {', '.join(FISHEYE_MODELS)})")
+
+
+def fisheye_project(
+    rays: np.ndarray,
+    rotation: np.ndarray,
+    centre: tuple[float, float],
+    focal: float,
+    model: str = "equidistant",
+    k: tuple[float, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates [..., 2] (x right, y down; OpenCV's convention: pixel (0, 0) centred on
+    (0, 0), as cv2.remap reads maps) of panorama-frame directions [..., 3] in a fisheye lens,
+    and their angle θ from the optical axis [...] (rad).
+
+    rotation: float64 [3, 3] the lens body frame in the panorama frame (p_pano = R p_lens; lens
+    body x = optical axis, REP 103); centre: the principal point (pixels); focal: pixels per
+    radian at the centre. Directions behind the lens still get coordinates (mask them by θ).
+    """
+    lens = _body_to_optical(np.asarray(rays, np.float64) @ np.asarray(rotation))
+    x, y, z = lens[..., 0], lens[..., 1], lens[..., 2]
+    sideways = np.hypot(x, y)
+    theta = np.arctan2(sideways, z)
+    r = _lens_radius(theta, model, focal, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(sideways > 0, r / sideways, 0.0)
+    pixels = np.stack([centre[0] + x * scale, centre[1] + y * scale], axis=-1)
+    return pixels, theta
+
+
+def fisheye_unproject(
+    pixels: np.ndarray,
+    rotation: np.ndarray,
+    centre: tuple[float, float],
+    focal: float,
+    model: str = "equidistant",
+    k: tuple[float, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of `fisheye_project`: unit panorama-frame rays [..., 3] of fisheye pixel
+    coordinates [..., 2], and their θ [...] (rad; NaN where the model has no inverse)."""
+    pixels = np.asarray(pixels, np.float64)
+    dx, dy = pixels[..., 0] - centre[0], pixels[..., 1] - centre[1]
+    r = np.hypot(dx, dy)
+    if model == "equidistant":
+        theta = r / focal
+    elif model == "equisolid":
+        with np.errstate(invalid="ignore"):
+            theta = 2.0 * np.arcsin(r / (2.0 * focal))
+    elif model == "kannala_brandt":
+        theta = r / focal
+        for _ in range(_KB_NEWTON_STEPS):
+            t2 = theta * theta
+            f = theta * (1.0 + sum(kk * t2 ** (i + 1) for i, kk in enumerate(k))) - r / focal
+            df = 1.0 + sum((2 * i + 3) * kk * t2 ** (i + 1) for i, kk in enumerate(k))
+            theta = theta - f / df
+    else:
+        raise ValueError(f"unknown fisheye model '{model}' (one of {', '.join(FISHEYE_MODELS)})")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c, s_ = np.where(r > 0, dx / r, 1.0), np.where(r > 0, dy / r, 0.0)
+    sin_t = np.sin(theta)
+    optical = np.stack([sin_t * c, sin_t * s_, np.cos(theta)], axis=-1)
+    return _optical_to_body(optical) @ np.asarray(rotation).T, theta

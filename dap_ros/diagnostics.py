@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 __all__ = ["FrameStats", "StatsReport", "diagnostic_array"]
 
 
-_COUNTERS = ("received", "processed", "dropped", "idle", "bad_input", "failed")
+_COUNTERS = (
+    "received",
+    "processed",
+    "dropped",
+    "idle",
+    "bad_input",
+    "failed",
+    "imu_rejected",  # IMU samples not taken as gravity (magnitude off 1 g)
+)
 
 
 @dataclass
@@ -38,7 +46,7 @@ class FrameStats:
 
     received: arrived; processed: published; dropped: replaced by a newer frame before the
     worker took them; idle: skipped because nobody subscribed; bad_input: could not be decoded;
-    failed: inference or publishing raised.
+    failed: inference or publishing raised; imu_rejected: IMU samples not taken as gravity.
     """
 
     last_problem: str = ""

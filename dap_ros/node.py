@@ -27,6 +27,7 @@ Run: `python -m dap_ros.node --ros-args --params-file config/dap.yaml`, `dap_nod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import threading
@@ -45,14 +46,16 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
-from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2
+from sensor_msgs.msg import CompressedImage, Image, Imu, LaserScan, PointCloud2
 from std_msgs.msg import Header
 
 from dap_core.prediction import Prediction
 from dap_core.visualize import add_colorbar, colorize_range
 from dap_ros import conversions, projection
 from dap_ros.diagnostics import FrameStats, diagnostic_array
+from dap_ros.fisheye_input import FisheyeInput
 from dap_ros.frame_slot import FrameSlot
+from dap_ros.mount import MountState
 from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
 from dap_ros.predictors import HeadPredictors, PredictorLike, head_predictors
 from dap_ros.run import spin_node
@@ -63,6 +66,7 @@ NODE_NAME = "dap"
 PARAMETER_NAMES = frozenset(spec.name for spec in PARAMETERS)
 WARN_EVERY_S = 5.0  # a repeated problem is logged at most once per this many seconds
 _WORKER_POLL_S = 0.1
+_FRAME_TIMEOUT_S = 60.0  # longest wait for the frame in flight when topics are removed
 
 
 class _Throttle:
@@ -114,23 +118,27 @@ class DapNode(Node):
         **node_kwargs: Any,
     ) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self._init_pipeline()
+        self._load_models(predictor, predictor_factory, mask_heads)
+        self._open_io()
+
+    # -- the pieces a managed node (dap_ros.lifecycle_node) calls from its transitions ----
+
+    def _init_pipeline(self) -> None:
+        """Parameters, counters and the buffers kept between frames; no model, no topics."""
         declare_all(self)
         self._settings = read_settings(self)
-        if predictor is not None and predictor_factory is not None:
-            raise ValueError("give a predictor or a predictor_factory, not both")
-        if predictor is not None:
-            self._heads = HeadPredictors.fixed(predictor)
-        elif predictor_factory is not None:
-            self._heads = HeadPredictors(predictor_factory, mask_heads)
-        else:
-            self._heads = head_predictors(self._settings)
-        # The first head is built now, so that bad weights stop the start with a clear error.
+        self._heads: HeadPredictors | None = None
+        self._predictor: PredictorLike | None = None
         self._head = self._settings.mask_threshold
-        self._predictor = self._heads.get(self._head)
         self._failed_heads: dict[int, str] = {}  # threshold -> why its predictor did not build
-        self.backend = str(self._predictor.backend)
+        self.backend = "none"
         self.stats = FrameStats()
         self._slot: FrameSlot[Image | CompressedImage] = FrameSlot()
+        self._slot.close()  # opened by _open_io
+        self._worker: threading.Thread | None = None
+        self._subscription = None
+        self._outputs: tuple = ()
         self._throttle = _Throttle(WARN_EVERY_S)
         self._logged_first_frame = False
         self._workspace = projection.Workspace()  # the worker's scratch arrays
@@ -143,7 +151,44 @@ class DapNode(Node):
         # Milliseconds of the last processed frame: decode, inference, outputs (building the
         # messages), publish (rclpy + DDS). Read by bench/bench_node_host.py.
         self.last_frame_ms: dict[str, float] = {}
+        self._mounting = MountState(self._settings)  # camera pose in the levelled frame
+        self._fisheye = None  # side-by-side dual-fisheye input, remapped to ERP
+        if self._settings.fisheye_calibration:
+            self._fisheye = FisheyeInput(
+                self._settings.fisheye_calibration, self._settings.fisheye_erp_height
+            )
+        self._imu_subscription = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
+    def _load_models(
+        self,
+        predictor: PredictorLike | None = None,
+        predictor_factory: Callable[[int], PredictorLike] | None = None,
+        mask_heads: Sequence[int] | None = None,
+    ) -> None:
+        """Build the predictors (load the weights); raises on bad weights or arguments."""
+        if predictor is not None and predictor_factory is not None:
+            raise ValueError("give a predictor or a predictor_factory, not both")
+        if predictor is not None:
+            heads = HeadPredictors.fixed(predictor)
+        elif predictor_factory is not None:
+            heads = HeadPredictors(predictor_factory, mask_heads)
+        else:
+            heads = head_predictors(self._settings)
+        # The first head is built now, so that bad weights stop the start with a clear error.
+        self._head = self._settings.mask_threshold
+        self._predictor = heads.get(self._head)
+        self._heads = heads
+        self._failed_heads = {}
+        self.backend = str(self._predictor.backend)
+
+    def _unload_models(self) -> None:
+        """Drop the predictors (the model's memory goes with the last reference)."""
+        self._heads = self._predictor = None
+        self.backend = "none"
+
+    def _open_io(self) -> None:
+        """Create publishers, the subscription, the diagnostics timer; start the worker."""
         s = self._settings
         out_qos = _qos(s.output_reliable)
         self._pub_depth = self.create_publisher(Image, "depth/image", out_qos)
@@ -166,11 +211,15 @@ class DapNode(Node):
             if s.input_reliable
             else ReliabilityPolicy.BEST_EFFORT,
         )
+        self._slot = FrameSlot()
         in_type = CompressedImage if s.compressed_input else Image
         self._subscription = self.create_subscription(
             in_type, s.input_topic, self._on_image, in_qos
         )
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if s.imu_topic:
+            self._imu_subscription = self.create_subscription(
+                Imu, s.imu_topic, self._on_imu, qos_profile_sensor_data
+            )
         self._diagnostics_timer = self.create_timer(s.diagnostics_period, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="dap-worker", daemon=True)
         self._worker.start()
@@ -179,6 +228,23 @@ class DapNode(Node):
             f"{self.backend}, running {self._heads.describe(s.mask_threshold)}, cloud stride "
             f"{s.cloud_stride}"
         )
+
+    def _close_io(self) -> None:
+        """Stop the worker (after its current frame) and remove every topic and the timer."""
+        self._slot.close()
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout=_FRAME_TIMEOUT_S)
+        self._worker = None
+        if self._subscription is None:
+            return
+        self.destroy_subscription(self._subscription)
+        if self._imu_subscription is not None:
+            self.destroy_subscription(self._imu_subscription)
+            self._imu_subscription = None
+        self.destroy_timer(self._diagnostics_timer)
+        for publisher in (*self._outputs, self._pub_diagnostics):
+            self.destroy_publisher(publisher)
+        self._subscription, self._outputs = None, ()
 
     # -- parameters -----------------------------------------------------------------------
 
@@ -191,7 +257,7 @@ class DapNode(Node):
         changes = {p.name: p.value for p in parameters if p.name in PARAMETER_NAMES}
         try:
             updated = self._settings.replaced(changes)
-            if "mask_threshold" in changes:
+            if "mask_threshold" in changes and self._heads is not None:
                 self._heads.check(updated.mask_threshold)  # the weights must have that head
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
@@ -232,6 +298,17 @@ class DapNode(Node):
         if self._slot.put(msg):
             self.stats.count("dropped")
 
+    def _on_imu(self, msg: Imu) -> None:
+        a = msg.linear_acceleration
+        if not self._mounting.on_acceleration((a.x, a.y, a.z), _stamp_ns(msg.header) / 1e9):
+            self.stats.count("imu_rejected")
+
+    def _level_header(self, s: Settings, header: Header) -> Header:
+        """The header of an output in the levelled frame (the input's when nothing levels)."""
+        if not MountState.levelled(s):
+            return header
+        return Header(stamp=header.stamp, frame_id=MountState.level_frame_id(s, header.frame_id))
+
     def _anyone_listens(self) -> bool:
         return any(pub.get_subscription_count() > 0 for pub in self._outputs)
 
@@ -260,10 +337,20 @@ class DapNode(Node):
         except conversions.InputError as err:
             self._problem("bad_input", f"bad input image: {err}")
             return False
+        unseen = None
+        if self._fisheye is not None:
+            try:
+                rgb, unseen = self._fisheye.to_erp(rgb)
+            except ValueError as err:
+                self._problem("bad_input", f"bad fisheye image: {err}")
+                return False
         try:
             predictor = self._predictor_for(s.mask_threshold)
             before = time.perf_counter()
             prediction = predictor.predict(rgb)
+            if unseen is not None:  # no lens sees these pixels: invalid (REP 117 NaN)
+                range_m = np.where(unseen, np.float32(np.nan), prediction.range_m)
+                prediction = dataclasses.replace(prediction, range_m=range_m)
             after = time.perf_counter()
             if prediction.range_m.shape != rgb.shape[:2]:
                 raise RuntimeError(
@@ -364,9 +451,15 @@ class DapNode(Node):
             s.min_range,
             s.max_range,
             within=within,
+            mount=self._mounting.mount(s),
         )
         return conversions.scan_to_msg(
-            ranges, layout.angle_min, layout.angle_increment, s.min_range, s.max_range, header
+            ranges,
+            layout.angle_min,
+            layout.angle_increment,
+            s.min_range,
+            s.max_range,
+            self._level_header(s, header),
         )
 
     def _cloud_message(self, s: Settings, header: Header, range_img, rgb) -> PointCloud2:
@@ -375,7 +468,14 @@ class DapNode(Node):
         # A no-return pixel is free space only up to the mask threshold (beyond-mask pixels)
         # or max_range (cut pixels): clearing points never go farther than the model vouches.
         clearing = min(s.cloud_clearing_range, float(s.mask_threshold), s.max_range)
-        options = {"clearing_range": clearing, "workspace": self._workspace}
+        options = {
+            "clearing_range": clearing,
+            "workspace": self._workspace,
+            "mount": self._mounting.mount(s),
+            "in_level_frame": s.cloud_in_level_frame,
+        }
+        if s.cloud_in_level_frame:
+            header = self._level_header(s, header)
         if not s.cloud_organized:  # the point count changes every frame: a new message
             cloud = projection.build_cloud(range_img, rgb, stride, *band, False, **options)
             return conversions.cloud_to_msg(cloud, header, False)
@@ -414,7 +514,7 @@ class DapNode(Node):
 
     def destroy_node(self) -> None:
         self._slot.close()
-        if self._worker.is_alive():
+        if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
         super().destroy_node()
 

@@ -28,7 +28,7 @@ class ParamSpec:
     `dynamic` parameters may change while the node runs, the others are read-only."""
 
     name: str
-    default: bool | int | float | str
+    default: bool | int | float | str | tuple[float, ...]
     description: str
     bounds: tuple[float, float] | None = None
     _: dataclasses.KW_ONLY
@@ -146,6 +146,70 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
+    # Camera mount (dap_ros.mount): the levelled frame of the scan and the cloud's height band
+    ParamSpec(
+        "mount_rpy",
+        (0.0, 0.0, 0.0),
+        "[roll, pitch, yaw] radians: the camera's orientation in the levelled frame (URDF"
+        " fixed-axis, p_level = R p_camera + mount_xyz; pitch > 0 = tilted nose down, roll"
+        " pi = upside down). Heights of the scan band and the cloud crop are z of that frame",
+        (-2.0 * math.pi, 2.0 * math.pi),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "mount_xyz",
+        (0.0, 0.0, 0.0),
+        "[x, y, z] metres: the camera centre in the levelled frame (z = its height, where the"
+        " scan's horizon lies)",
+        (-1000.0, 1000.0),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "level_frame_id",
+        "",
+        "frame_id of the levelled frame (scan, and the cloud with cloud_in_level_frame) when a"
+        " mount or an IMU is set; empty = '<panorama frame>_level'. Without either, the scan is"
+        " in the panorama frame",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "cloud_in_level_frame",
+        False,
+        "publish cloud points in the levelled frame (rotated and shifted by the mount) instead"
+        " of the panorama frame",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "imu_topic",
+        "",
+        "sensor_msgs/Imu whose linear_acceleration tracks gravity: the mount's roll and pitch"
+        " follow it (its yaw and mount_xyz stay); empty = the fixed mount_rpy",
+    ),
+    ParamSpec(
+        "imu_rpy",
+        (0.0, 0.0, 0.0),
+        "[roll, pitch, yaw] radians: the IMU's orientation in the panorama frame",
+        (-2.0 * math.pi, 2.0 * math.pi),
+    ),
+    ParamSpec(
+        "fisheye_calibration",
+        "",
+        "dual-fisheye calibration YAML (config/fisheye/, layout side_by_side): the input image"
+        " holds both lenses and is remapped to ERP; pixels no lens sees get NaN range; empty ="
+        " ERP input",
+    ),
+    ParamSpec(
+        "fisheye_erp_height",
+        512,
+        "height of the ERP built from fisheye input (width = 2 x height)",
+        (16, 4096),
+    ),
+    ParamSpec(
+        "imu_time_constant",
+        0.5,
+        "seconds: low-pass time constant of the gravity estimate (0 = newest sample only)",
+        (0.0, 60.0),
+    ),
 )
 
 
@@ -178,6 +242,15 @@ class Settings:
     scan_max_height: float
     process_without_subscribers: bool
     diagnostics_period: float
+    mount_rpy: tuple[float, ...]
+    mount_xyz: tuple[float, ...]
+    level_frame_id: str
+    cloud_in_level_frame: bool
+    imu_topic: str
+    imu_rpy: tuple[float, ...]
+    fisheye_calibration: str
+    fisheye_erp_height: int
+    imu_time_constant: float
 
     @classmethod
     def defaults(cls) -> Settings:
@@ -224,9 +297,11 @@ class Settings:
 _SPECS = {spec.name: spec for spec in PARAMETERS}
 
 
-def _checked(spec: ParamSpec, value: Any) -> bool | int | float | str:
+def _checked(spec: ParamSpec, value: Any) -> bool | int | float | str | tuple[float, ...]:
     """`value` converted to the spec's type and checked against its range or choices."""
     kind = type(spec.default)
+    if kind is tuple:
+        return _checked_vector(spec, value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)  # YAML "2" for a float parameter
     if type(value) is not kind:
@@ -242,6 +317,23 @@ def _checked(spec: ParamSpec, value: Any) -> bool | int | float | str:
     return value
 
 
+def _checked_vector(spec: ParamSpec, value: Any) -> tuple[float, ...]:
+    """A float array parameter (list, tuple or array.array) as a tuple of checked floats."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise ValueError(
+            f"{spec.name} must be a list of {len(spec.default)} numbers, got {value!r}"
+        )
+    items = list(value)
+    if len(items) != len(spec.default) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in items
+    ):
+        raise ValueError(
+            f"{spec.name} must be a list of {len(spec.default)} numbers, got {value!r}"
+        )
+    element = dataclasses.replace(spec, default=0.0)
+    return tuple(_checked(element, float(v)) for v in items)
+
+
 def _descriptor(spec: ParamSpec):
     from rcl_interfaces.msg import (
         FloatingPointRange,
@@ -255,6 +347,7 @@ def _descriptor(spec: ParamSpec):
         int: ParameterType.PARAMETER_INTEGER,
         float: ParameterType.PARAMETER_DOUBLE,
         str: ParameterType.PARAMETER_STRING,
+        tuple: ParameterType.PARAMETER_DOUBLE_ARRAY,
     }
     descriptor = ParameterDescriptor(
         name=spec.name,
@@ -262,7 +355,7 @@ def _descriptor(spec: ParamSpec):
         description=spec.description,
         read_only=not spec.dynamic,
     )
-    if spec.bounds is not None and isinstance(spec.default, float):
+    if spec.bounds is not None and isinstance(spec.default, (float, tuple)):
         low, high = spec.bounds
         descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
     elif spec.bounds is not None:
@@ -276,7 +369,8 @@ def _descriptor(spec: ParamSpec):
 def declare_all(node, specs: Iterable[ParamSpec] = PARAMETERS) -> None:
     """Declare every parameter on an rclpy node, with its descriptor."""
     for spec in specs:
-        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        node.declare_parameter(spec.name, default, _descriptor(spec))
 
 
 def read_settings(node) -> Settings:

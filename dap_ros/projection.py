@@ -21,17 +21,22 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
-from dap_core.geometry import pixel_lonlat
+from dap_core.geometry import pixel_lonlat, rays_to_pixel
 from dap_core.prediction import MASK_DECISION, Prediction
+from dap_ros.mount import LEVEL, Mount, level_rays
 
 __all__ = [
     "CLOUD_POINT_STEP",
+    "HorizonTaps",
     "RayGrid",
     "ScanLayout",
     "Workspace",
     "build_cloud",
     "build_scan",
+    "horizon_range",
+    "horizon_taps",
     "range_image",
     "ray_grid",
     "scan_layout",
@@ -183,8 +188,14 @@ def build_cloud(
     clearing_range: float = 0.0,
     out: np.ndarray | None = None,
     workspace: Workspace | None = None,
+    mount: Mount = LEVEL,
+    in_level_frame: bool = False,
 ) -> np.ndarray:
     """Points of a REP 117 range image as PointCloud2 records.
+
+    mount: the camera's pose in the levelled frame; the height band is z of that frame.
+    in_level_frame: points are given in the levelled frame (rotated and shifted by the
+    mount) instead of the panorama frame.
 
     range_img: float32 [H, W] from `range_image` (non-finite = no point); rgb: uint8 [H, W, 3]
     or None (rgb field 0); points are kept where z (metres, panorama frame) lies in
@@ -216,15 +227,18 @@ def build_cloud(
     if clearing_range > 0.0:
         no_return = np.equal(r, np.float32(np.inf), out=ws.get("no_return_pts", (h, w), bool))
         np.copyto(kept_r, np.float32(clearing_range), where=no_return)
+    lrays = None if mount == LEVEL else level_rays(height, width, stride, mount)
     if min_height > -math.inf or max_height < math.inf:
-        # |z| <= r, so the band cuts nothing when it holds ±(farthest point): the usual case
-        # (default band ±100 m, ranges up to 100 m) costs one reduction instead of four passes.
+        # |z - height| <= r, so the band cuts nothing when it holds height ± (farthest point):
+        # the usual case (default band ±100 m, ranges up to 100 m) costs one reduction.
         farthest = float(np.fmax.reduce(kept_r, axis=None))  # NaN (no point) ignored
-        if not (min_height <= -farthest and farthest <= max_height):
-            z = np.multiply(kept_r, rays.sin_lat, out=ws.get("z_full", (h, w)))
+        low, high = min_height - mount.height, max_height - mount.height
+        if not (low <= -farthest and farthest <= high):
+            z_factor = rays.sin_lat if lrays is None else lrays.z  # z above the camera / r
+            z = np.multiply(kept_r, z_factor, out=ws.get("z_full", (h, w)))
             with np.errstate(invalid="ignore"):
-                outside = np.less(z, min_height, out=ws.get("below", (h, w), bool))
-                outside |= np.greater(z, max_height, out=ws.get("above", (h, w), bool))
+                outside = np.less(z, low, out=ws.get("below", (h, w), bool))
+                outside |= np.greater(z, high, out=ws.get("above", (h, w), bool))
             np.copyto(kept_r, np.float32(np.nan), where=outside)
     colour = None
     if rgb is not None:
@@ -241,10 +255,17 @@ def build_cloud(
         n = rows.stop - rows.start
         horizontal, x, y, z = (plane[:n] for plane in planes)
         k = kept_r[rows]
-        np.multiply(k, rays.cos_lat[rows], out=horizontal)
-        np.multiply(horizontal, rays.cos_lon, out=x)
-        np.multiply(horizontal, rays.sin_lon, out=y)
-        np.multiply(k, rays.sin_lat[rows], out=z)
+        if in_level_frame and lrays is not None:
+            for plane, factor, offset in zip(
+                (x, y, z), (lrays.x, lrays.y, lrays.z), mount.translation, strict=True
+            ):
+                np.multiply(k, factor[rows], out=plane)
+                plane += np.float32(offset)
+        else:
+            np.multiply(k, rays.cos_lat[rows], out=horizontal)
+            np.multiply(horizontal, rays.cos_lon, out=x)
+            np.multiply(horizontal, rays.sin_lon, out=y)
+            np.multiply(k, rays.sin_lat[rows], out=z)
         # cv2.merge interleaves four planes about 5x faster than numpy's strided writes.
         cv2.merge([x, y, z, colour[rows]], dst=out[rows])
     if organized:
@@ -253,22 +274,6 @@ def build_cloud(
     keep = np.flatnonzero(np.isfinite(kept_r))
     records = out.reshape(-1, 4).view(_RECORD).ravel()
     return records.take(keep).view(np.float32).reshape(1, -1, 4)  # [1, n, 4]
-
-
-def _rows_reaching_band(
-    range_m: np.ndarray, sin_lat: np.ndarray, min_height: float, max_height: float
-) -> np.ndarray:
-    """Indices of rows that may hold a point with z in [min_height, max_height].
-
-    Along a row above the horizon z = r sin(lat) grows with r, so the row's nearest point has
-    its lowest z: when even that is above max_height, no point is in the band (mirrored below
-    the horizon). Exact, and it skips most rows: only those near the horizon remain.
-    """
-    nearest = np.fmin.reduce(range_m, axis=1)  # NaN ignored; all-NaN rows give NaN (kept)
-    z_nearest = nearest * sin_lat
-    above = (sin_lat > 0) & (z_nearest > max_height)
-    below = (sin_lat < 0) & (z_nearest < min_height)
-    return np.flatnonzero(~(above | below))
 
 
 @dataclass(frozen=True)
@@ -312,35 +317,179 @@ def build_scan(
     range_min: float,
     range_max: float,
     within: np.ndarray | None = None,
+    *,
+    mount: Mount = LEVEL,
 ) -> tuple[np.ndarray, ScanLayout]:
-    """A 360° LaserScan from the points of a panorama inside a height band.
+    """A 360° LaserScan in the levelled frame: what a planar lidar at the camera would see.
 
     range_m: float32 [H, W] metres straight from the model (or a REP 117 range image: +inf
     and NaN are no point); within: bool [H, W] range mask (None: every pixel), pixels outside
-    are no point. Only the rows that can reach the band are read. Each beam reports the
-    smallest horizontal distance hypot(x, y) of its points with z in [min_height, max_height],
-    like pointcloud_to_laserscan. REP 117: +inf when no point (or only points beyond
-    `range_max`), −inf when the nearest point is closer than `range_min`; negative or NaN
-    ranges are no point. Returns (float32 [beams], layout).
+    are no point. mount: the camera's pose in the levelled frame (`dap_ros.mount`); heights
+    are z of that frame, and beams turn about its z axis through its origin.
+
+    Each beam reports the smallest horizontal distance of
+    - the horizon: the range along the levelled frame's horizontal plane through the camera
+      (elevation 0), sampled between the pixels that straddle it (`horizon_range`), whenever
+      the band holds the camera's height. This is the lidar's own plane: without it a far
+      wall, whose nearest rows lie above and below a narrow band (at 512x256 the rows next
+      to the horizon are ±0.35° off it, so beyond ~33 m for a ±0.2 m band), would read +inf;
+    - and the points with z in [min_height, max_height] (nearer obstacles above and below
+      the plane), like pointcloud_to_laserscan.
+    REP 117: +inf when no point (or only points beyond `range_max`), −inf when the nearest
+    point is closer than `range_min`; negative or NaN ranges are no point. Returns
+    (float32 [beams], layout).
 
     +inf, not "range_max + something", is the no-return value because it is what consumers act
     on: Nav2's obstacle layer with `inf_is_valid: true` turns +inf beams into range_max and
     clears free space along them, and pointcloud_to_laserscan (use_inf) writes the same value;
     laser_geometry drops finite readings above range_max, which would then clear nothing.
     """
-    height, width = range_m.shape
-    rays = ray_grid(height, width, 1)
+    width = range_m.shape[1]
     layout = scan_layout(width, beams)
-    rows = _rows_reaching_band(range_m, rays.sin_lat[:, 0], min_height, max_height)
-    r = range_m[rows]  # [h', W]: usually a few rows around the horizon
-    with np.errstate(invalid="ignore"):
-        z = r * rays.sin_lat[rows]  # a point's height is r sin(lat)
-        valid = (z >= min_height) & (z <= max_height) & (r >= 0.0)  # False for NaN and ±inf
-    if within is not None:
-        valid &= within[rows]
-    horizontal = np.where(valid, r * rays.cos_lat[rows], np.float32(np.inf))
-    nearest = horizontal.min(axis=0, initial=np.inf)[::-1]  # per column, right to left
-    ranges = np.minimum.reduceat(nearest, layout.column_starts).astype(np.float32)
+    horizon = None
+    if min_height <= mount.height <= max_height:
+        horizon = horizon_range(range_m, within, mount)  # [W] along levelled azimuths
+    if mount.upright:
+        ranges = _upright_scan(range_m, within, layout, min_height, max_height, mount, horizon)
+    else:
+        ranges = _mounted_scan(range_m, within, layout, min_height, max_height, mount, horizon)
     ranges[ranges > range_max] = np.inf
     ranges[ranges < range_min] = -np.inf
     return ranges, layout
+
+
+def _rows_reaching_band(
+    range_m: np.ndarray, sin_lat: np.ndarray, min_height: float, max_height: float
+) -> np.ndarray:
+    """Indices of rows that may hold a point with z in [min_height, max_height].
+
+    Along a row above the horizon z = r sin(lat) grows with r, so the row's nearest point has
+    its lowest z: when even that is above max_height, no point is in the band (mirrored below
+    the horizon). Exact, and it skips most rows: only those near the horizon remain.
+    """
+    nearest = np.fmin.reduce(range_m, axis=1)  # NaN ignored; all-NaN rows give NaN (kept)
+    z_nearest = nearest * sin_lat
+    above = (sin_lat > 0) & (z_nearest > max_height)
+    below = (sin_lat < 0) & (z_nearest < min_height)
+    return np.flatnonzero(~(above | below))
+
+
+def _upright_scan(range_m, within, layout, min_height, max_height, mount, horizon) -> np.ndarray:
+    """Level camera on the frame's z axis: columns are azimuths, z = r sin(lat) + height."""
+    height, width = range_m.shape
+    rays = ray_grid(height, width, 1)
+    low, high = min_height - mount.height, max_height - mount.height  # in the camera's z
+    rows = _rows_reaching_band(range_m, rays.sin_lat[:, 0], low, high)
+    r = range_m[rows]  # [h', W]: usually a few rows around the horizon
+    with np.errstate(invalid="ignore"):
+        z = r * rays.sin_lat[rows]  # a point's height above the camera is r sin(lat)
+        valid = (z >= low) & (z <= high) & (r >= 0.0)  # False for NaN and ±inf
+    if within is not None:
+        valid &= within[rows]
+    horizontal = np.where(valid, r * rays.cos_lat[rows], np.float32(np.inf))
+    nearest = horizontal.min(axis=0, initial=np.inf)
+    if horizon is not None:
+        np.minimum(nearest, horizon, out=nearest)  # the horizon samples are columns here
+    return np.minimum.reduceat(nearest[::-1], layout.column_starts).astype(np.float32)
+
+
+def _mounted_scan(range_m, within, layout, min_height, max_height, mount, horizon) -> np.ndarray:
+    """Tilted or offset camera: every pixel's point in the levelled frame, binned by azimuth."""
+    height, width = range_m.shape
+    rays = level_rays(height, width, 1, mount)
+    tx, ty, tz = mount.translation
+    with np.errstate(invalid="ignore"):
+        z = range_m * rays.z + np.float32(tz)
+        valid = (z >= min_height) & (z <= max_height) & (range_m >= 0.0)
+        valid &= np.isfinite(range_m)
+    if within is not None:
+        valid &= within
+    index = np.flatnonzero(valid)
+    r = range_m.ravel()[index]
+    xs = [r * rays.x.ravel()[index] + np.float32(tx)]
+    ys = [r * rays.y.ravel()[index] + np.float32(ty)]
+    if horizon is not None:
+        seen = np.isfinite(horizon)
+        lon = _column_lon(width)[seen]
+        xs.append(horizon[seen] * np.cos(lon) + tx)
+        ys.append(horizon[seen] * np.sin(lon) + ty)
+    x = np.concatenate(xs).astype(np.float64)
+    y = np.concatenate(ys).astype(np.float64)
+    beam = np.floor((np.arctan2(y, x) + math.pi) / (2.0 * math.pi) * layout.beams).astype(np.int64)
+    beam %= layout.beams  # atan2 = π exactly belongs to the first beam (−π)
+    ranges = np.full(layout.beams, np.inf)
+    np.minimum.at(ranges, beam, np.hypot(x, y))
+    return ranges.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _column_lon(width: int) -> np.ndarray:
+    lon = pixel_lonlat(2, width, dtype=torch.float64)[0].numpy()
+    lon.setflags(write=False)
+    return lon
+
+
+@dataclass(frozen=True)
+class HorizonTaps:
+    """Where the levelled frame's horizon crosses an ERP image: one sample per azimuth.
+
+    Sample k looks along levelled azimuth lon(k) (the ERP column longitudes), elevation 0.
+    index: int64 [W, 4] flat pixel indices of its bilinear neighbours; weight: float32 [W, 4]
+    (0 for a neighbour that does not contribute).
+    """
+
+    index: np.ndarray
+    weight: np.ndarray
+
+
+_TAP_SNAP = 1e-6  # fractional pixel offsets this close to 0 or 1 are exact (float rounding)
+
+
+@functools.lru_cache(maxsize=8)
+def horizon_taps(height: int, width: int, mount: Mount = LEVEL) -> HorizonTaps:
+    """Bilinear taps of the horizon samples of an H x W camera ERP under `mount` (cached)."""
+    lon = _column_lon(width)
+    level = np.stack([np.cos(lon), np.sin(lon), np.zeros_like(lon)], axis=-1)  # [W, 3]
+    camera = level @ mount.matrix  # R^T applied to each row: levelled -> camera frame
+    uv = rays_to_pixel(camera, height, width)  # [W, 2], centres at k + 0.5
+    x, y = uv[:, 0] - 0.5, uv[:, 1] - 0.5
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+    for frac, base in ((fx, x0), (fy, y0)):
+        base[frac > 1.0 - _TAP_SNAP] += 1.0
+        frac[(frac < _TAP_SNAP) | (frac > 1.0 - _TAP_SNAP)] = 0.0
+    u0 = x0.astype(np.int64) % width
+    u1 = (u0 + 1) % width  # columns wrap around the seam
+    v0 = np.clip(y0.astype(np.int64), 0, height - 1)  # rows clamp at the poles
+    v1 = np.clip(v0 + 1, 0, height - 1)
+    index = np.stack([v0 * width + u0, v0 * width + u1, v1 * width + u0, v1 * width + u1], -1)
+    weight = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], -1)
+    taps = HorizonTaps(index, weight.astype(np.float32))
+    for array in (taps.index, taps.weight):
+        array.setflags(write=False)
+    return taps
+
+
+def horizon_range(
+    range_m: np.ndarray, within: np.ndarray | None = None, mount: Mount = LEVEL
+) -> np.ndarray:
+    """Range along the levelled horizon, one sample per ERP column azimuth: float32 [W].
+
+    A sample interpolates its neighbour pixels (the two rows that straddle elevation 0 for a
+    level camera) when all of them are returns; when some are not (sky, NaN, outside the
+    range mask) it takes the nearest return among them, because a return next to the horizon
+    is evidence of an obstacle there and a scan must not clear it; with none, +inf.
+    """
+    height, width = range_m.shape
+    taps = horizon_taps(height, width, mount)
+    values = range_m.ravel()[taps.index]  # [W, 4]
+    with np.errstate(invalid="ignore"):
+        returns = np.isfinite(values) & (values >= 0.0)
+    if within is not None:
+        returns &= within.ravel()[taps.index]
+    used = taps.weight > 0.0
+    values = np.where(returns, values, np.float32(np.inf))
+    nearest = np.where(used, values, np.float32(np.inf)).min(axis=1)
+    complete = (returns | ~used).all(axis=1)
+    blended = (np.where(used, values, 0.0) * taps.weight).sum(axis=1, dtype=np.float32)
+    return np.where(complete, blended, nearest).astype(np.float32)

@@ -2,6 +2,7 @@
 
     ros2 launch dap_ros dap.launch.py image:=/camera/image_raw weights:=/path/to/weights
     ros2 launch dap_ros dap.launch.py sim:=true rviz:=true
+    ros2 launch dap_ros dap.launch.py managed:=true autostart:=true   # lifecycle node
 
 Arguments left empty keep the value from `params_file` (default: the installed
 config/dap.yaml). The node and the simulated camera run with the Fast DDS large-data profile
@@ -32,6 +33,8 @@ ARGUMENTS = (
     ("namespace", "", "namespace of the node (and of its topics)"),
     ("sim", "false", "also start the simulated 360 camera (dap_camera_sim)"),
     ("rviz", "false", "also start RViz with config/dap.rviz"),
+    ("managed", "false", "true: the lifecycle node (dap_lifecycle_node), starts unconfigured"),
+    ("autostart", "false", "with managed:=true, configure and activate at start"),
 )
 
 
@@ -55,9 +58,12 @@ def _actions(context):
     large_data = {
         "FASTDDS_DEFAULT_PROFILES_FILE": os.path.join(share, "config", "fastdds_large_data.xml")
     }
+    managed = _flag("managed", value["managed"])
+    if managed:
+        overrides["autostart"] = _flag("autostart", value["autostart"])
     dap = Node(
         package=PACKAGE,
-        executable="dap_node",
+        executable="dap_lifecycle_node" if managed else "dap_node",
         name="dap",
         namespace=value["namespace"],
         parameters=[params_file, overrides],

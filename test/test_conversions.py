@@ -15,7 +15,15 @@ import cv2
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
-from ros_oracle import closed_form_lonlat, closed_form_rays, room_truth, wall_distance
+from ros_oracle import (
+    FAR_WALLS,
+    closed_form_lonlat,
+    closed_form_rays,
+    far_hall_truth,
+    horizon_samples,
+    room_truth,
+    wall_distance,
+)
 from sensor_msgs.msg import CompressedImage, Image, LaserScan, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -472,23 +480,73 @@ def test_scan_of_the_box_room_equals_the_wall_distance(beams):
         assert np.all(np.abs(lon[sector == b] - centres[b]) <= layout.angle_increment / 2 + 1e-9)
 
 
-@pytest.mark.parametrize("band", [(-0.2, 0.2), (-3.0, -1.0), (0.5, 4.0), (-50.0, 50.0)])
-def test_scan_equals_a_brute_force_reference_on_random_ranges(band):
+@pytest.mark.parametrize(
+    ("band", "far"),
+    [
+        ((-0.2, 0.2), 12.0),
+        ((-3.0, -1.0), 12.0),
+        ((0.5, 4.0), 12.0),
+        ((-50.0, 50.0), 12.0),
+        ((-0.2, 0.2), 60.0),  # mostly far points: off the horizon they leave the band
+    ],
+)
+def test_scan_equals_a_brute_force_reference_on_random_ranges(band, far):
     rng = np.random.default_rng(8)
-    range_m = rng.uniform(0.2, 12.0, (H, W)).astype(np.float32)
+    range_m = rng.uniform(0.2, far, (H, W)).astype(np.float32)
     range_m[rng.random((H, W)) < 0.05] = np.nan
     range_m[rng.random((H, W)) < 0.05] = np.inf
-    beams = 16
-    ranges, _ = proj.build_scan(range_m, beams, *band, 0.3, 10.0)
+    beams, range_max = 16, far - 2.0
+    ranges, _ = proj.build_scan(range_m, beams, *band, 0.3, range_max)
     points = range_m[..., None].astype(np.float64) * closed_form_rays(H, W)
     with np.errstate(invalid="ignore"):
         in_band = (points[..., 2] >= band[0]) & (points[..., 2] <= band[1])
     horizontal = np.where(in_band, np.hypot(points[..., 0], points[..., 1]), np.inf)
+    if band[0] <= 0.0 <= band[1]:  # the camera's own plane lies in the band: the horizon too
+        horizontal = np.vstack([horizontal, horizon_samples(range_m)[None, :]])
     lon = closed_form_lonlat(H, W)[0]
     sector = np.floor((lon + math.pi) / (2 * math.pi) * beams).astype(int)
     expected = np.array([horizontal[:, sector == b].min() for b in range(beams)])
-    expected = np.where(expected > 10.0, np.inf, np.where(expected < 0.3, -np.inf, expected))
+    expected = np.where(expected > range_max, np.inf, np.where(expected < 0.3, -np.inf, expected))
     assert np.allclose(ranges, expected, rtol=1e-5)
+
+
+def test_scan_sees_far_walls_on_the_horizon():
+    """A hall 64-70 m wide at 512x256: the rows next to the horizon are ±0.35° off it, so
+    their points lie ±0.4 m off the camera's plane, outside the ±0.2 m band; the horizon
+    itself must still return the walls (not +inf, which Nav2 would clear)."""
+    height, width, beams = 256, 512, 360
+    truth = far_hall_truth(height, width).astype(np.float32)
+    ranges, _ = proj.build_scan(truth, beams, -0.2, 0.2, 0.0, 100.0)
+    assert np.isfinite(ranges).all()
+    lon = closed_form_lonlat(height, width)[0][::-1]
+    sector = np.floor((lon + math.pi) / (2 * math.pi) * beams).astype(int)
+    expected = np.array([wall_distance(lon[sector == b], FAR_WALLS).min() for b in range(beams)])
+    # The horizon interpolates the ranges d/cos(±0.35°) of the straddling rows: 1.9e-5 relative
+    # above the wall distance d, plus float32 rounding (6e-8).
+    assert np.allclose(ranges, expected, rtol=3e-5)
+    assert ranges.min() >= 64.0 - 1e-3 and ranges.max() <= math.hypot(70.0, 68.0)
+
+
+def test_horizon_sample_interpolates_the_straddling_rows_and_keeps_lone_returns():
+    range_m = np.full((H, W), 50.0, np.float32)
+    range_m[H // 2 - 1, :] = 10.0  # the row just above the horizon
+    range_m[H // 2, :] = 20.0  # the row just below
+    range_m[H // 2 - 1, 3] = np.inf  # sky above the horizon in column 3: the return stays
+    range_m[H // 2, 5] = np.nan  # invalid below the horizon in column 5
+    range_m[H // 2 - 1 : H // 2 + 1, 7] = np.inf  # nothing at all in column 7
+    within = np.ones((H, W), bool)
+    within[H // 2, 9] = False  # column 9's lower pixel is beyond the range mask
+    samples = proj.horizon_range(range_m, within)
+    expected = horizon_samples(np.where(within, range_m, np.inf))
+    assert np.allclose(samples, expected, rtol=1e-6)
+    assert samples[0] == pytest.approx(15.0) and samples[3] == 20.0 and samples[5] == 10.0
+    assert np.isposinf(samples[7]) and samples[9] == 10.0
+
+
+def test_scan_takes_the_horizon_only_when_the_band_holds_the_camera():
+    truth = far_hall_truth(64, 128).astype(np.float32)
+    assert np.isposinf(proj.build_scan(truth, 16, 0.05, 0.1, 0.0, 100.0)[0]).all()
+    assert np.isfinite(proj.build_scan(truth, 16, -0.1, 0.1, 0.0, 100.0)[0]).all()
 
 
 def test_scan_ignores_points_outside_the_range_mask():

@@ -63,6 +63,8 @@ def test_colcon_sees_an_ament_python_package(colcon_workspace):
         "share/dap_ros/weights/dap_small/model.safetensors",
         "share/ament_index/resource_index/packages/dap_ros",
         "lib/dap_ros/dap_node",
+        "lib/dap_ros/dap_lifecycle_node",
+        "share/dap_ros/config/fisheye/insta360_side_by_side.yaml",
     ],
 )
 def test_install_tree_holds(colcon_workspace, relative):

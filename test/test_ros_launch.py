@@ -25,6 +25,8 @@ EXPECTED_ARGUMENTS = {
     "namespace",
     "sim",
     "rviz",
+    "managed",
+    "autostart",
 }
 NODE_TOPICS = {"/points", "/scan", "/depth/colored", "/range_mask/image"}
 
@@ -85,6 +87,21 @@ def test_launch_starts_the_node_the_camera_and_rviz(launch_module):
     actions = launch_module._actions(_context(launch_module, weights="/w", compressed="true"))
     executables = [action.node_executable for action in actions]
     assert executables == ["dap_node", "dap_camera_sim", "rviz2"]
+
+
+def test_launch_managed_starts_the_lifecycle_node_with_autostart(launch_module):
+    actions = launch_module._actions(_context(launch_module, managed="true", autostart="true"))
+    node = actions[0]
+    assert node.node_executable == "dap_lifecycle_node"
+    overrides = {
+        "".join(part.text for part in key): value
+        for entry in node._Node__parameters  # launch_ros keeps them normalised, name mangled
+        if isinstance(entry, dict)
+        for key, value in entry.items()
+    }
+    assert overrides["autostart"] is True
+    plain = launch_module._actions(_context(launch_module))[0]
+    assert plain.node_executable == "dap_node"
 
 
 def test_launch_refuses_a_non_boolean_compressed_flag(launch_module):

@@ -30,8 +30,12 @@ def test_config_yaml_sets_every_parameter_with_its_default(repo_root):
     ]
     assert set(values) == {p.name for p in PARAMETERS}
     for spec in PARAMETERS:
-        assert values[spec.name] == spec.default, spec.name
-        assert type(values[spec.name]) is type(spec.default), f"{spec.name}: write 1.0, not 1"
+        value = values[spec.name]
+        if isinstance(value, list):  # a double array parameter: YAML list, tuple default
+            assert all(type(v) is float for v in value), f"{spec.name}: write 1.0, not 1"
+            value = tuple(value)
+        assert value == spec.default, spec.name
+        assert type(value) is type(spec.default), f"{spec.name}: write 1.0, not 1"
 
 
 @pytest.mark.parametrize(
@@ -120,6 +124,7 @@ def test_frame_stats_rates_means_and_totals():
         "idle": 0,
         "bad_input": 1,
         "failed": 0,
+        "imu_rejected": 0,
     }
     assert (report.latency_ms, report.processing_ms, report.inference_ms) == (40.0, 30.0, 20.0)
     assert report.input_rate_hz > 0 and report.last_problem.endswith("zero size")
