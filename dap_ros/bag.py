@@ -31,6 +31,7 @@ from dap_ros import decode, projection
 from dap_ros.bag_messages import MSGTYPES, OutputSerializer, typestore
 from dap_ros.frame_outputs import OUTPUTS, TOPICS, compute_outputs
 from dap_ros.params import Settings
+from dap_ros.temporal_filter import TemporalFilter
 
 __all__ = ["IMAGE_TYPES", "BagJob", "BagSummary", "output_topic", "process_bag"]
 
@@ -172,14 +173,13 @@ def process_bag(
     job: BagJob,
     predictor: Any,
     *,
-    frame_filter: Callable[[Prediction], Prediction] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> BagSummary:
     """Run `job` with `predictor` (.predict(rgb) -> Prediction, .backend); returns the summary.
 
-    frame_filter: applied to each frame's prediction in bag order before its outputs are
-    computed (temporal stabilisation). Raises ValueError / FileNotFoundError with one clear
+    With temporal_stabilization on, the frames are filtered in bag order, as the node filters
+    them in arrival order. Raises ValueError / FileNotFoundError with one clear
     line for a bad job; on any error or interrupt the partial output is removed.
     """
     from rosbags.rosbag2 import Reader, Writer
@@ -213,6 +213,7 @@ def process_bag(
             copies = _copy_connections(writer, reader, image_conn) if job.copy_input else {}
             wanted = frozenset(job.outputs)
             workspace = projection.Workspace()
+            temporal = TemporalFilter()
             pending: list[tuple[int, Any, np.ndarray]] = []  # (timestamp, header, rgb)
 
             def flush() -> None:
@@ -229,8 +230,7 @@ def process_bag(
                             f"predictor returned range {prediction.range_m.shape} for an "
                             f"image {rgb.shape[:2]}"
                         )
-                    if frame_filter is not None:
-                        prediction = frame_filter(prediction)
+                    prediction = temporal(s, prediction)
                     outputs = compute_outputs(s, rgb, prediction, wanted, workspace)
                     for name, msg in serializer.messages(outputs, header).items():
                         conn = out_conns[name]

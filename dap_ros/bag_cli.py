@@ -49,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--storage", choices=("sqlite3", "mcap"), default=None, help="default: the input's"
     )
+    parser.add_argument(
+        "--stabilize",
+        action="store_true",
+        help="temporal stabilisation on (same as -p temporal_stabilization:=true)",
+    )
     parser.add_argument("--batch", type=int, default=1, help="frames per inference call")
     parser.add_argument("--copy-input", action="store_true", help="copy every input message too")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -83,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     from dap_ros.predictors import head_predictors
 
     outputs = tuple(name.strip() for name in args.outputs.split(",") if name.strip())
-    settings = settings_from_file(args.params_file, parse_overrides(args.param))
+    overrides = parse_overrides(args.param)
+    if args.stabilize:
+        overrides["temporal_stabilization"] = True
+    settings = settings_from_file(args.params_file, overrides)
     job = BagJob(
         source=Path(args.input),
         dest=Path(args.output),

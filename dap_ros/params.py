@@ -144,6 +144,29 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         dynamic=True,
     ),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0)),
+    # Temporal stabilisation (dap_core.temporal)
+    ParamSpec(
+        "temporal_stabilization",
+        False,
+        "filter the range over time: align each frame's scale to a running reference and"
+        " smooth per pixel, restarting where the change is real; off = every frame alone",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "temporal_smoothing",
+        0.3,
+        "weight of a new frame where the range changed only by model jitter (1 = no smoothing)",
+        (0.01, 1.0),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "temporal_change_threshold",
+        0.15,
+        "change of log range (0.15 = 16 %) from which a pixel takes the new frame at once"
+        " (motion, a new obstacle)",
+        (0.05, 2.0),
+        dynamic=True,
+    ),
 )
 
 
@@ -176,6 +199,9 @@ class Settings:
     scan_max_height: float
     process_without_subscribers: bool
     diagnostics_period: float
+    temporal_stabilization: bool
+    temporal_smoothing: float
+    temporal_change_threshold: float
 
     @classmethod
     def defaults(cls) -> Settings:

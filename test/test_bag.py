@@ -44,7 +44,15 @@ COMMON = {
     "scan_max_height": 0.3,
 }
 RAW_PARAMS = {**COMMON, "frame_id": ""}
-PNG_PARAMS = {**COMMON, "compressed_input": True, "cloud_organized": False, "frame_id": "cam"}
+# The compressed case also runs the temporal filter on a predictor whose scale changes per frame.
+PNG_PARAMS = {
+    **COMMON,
+    "predictor": "bag_oracles:jittery_room",
+    "temporal_stabilization": True,
+    "compressed_input": True,
+    "cloud_organized": False,
+    "frame_id": "cam",
+}
 
 
 def run_dap_bag(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
