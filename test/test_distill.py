@@ -121,11 +121,12 @@ def test_cli_distils_a_bag_topic(repo_root, tmp_path):
     frames = [generate_panorama(800_000 + i, 32, 64, domain="real_like").rgb for i in range(4)]
     bag = write_bag(tmp_path / "bag", frames, compressed="png")
     out = tmp_path / "run"
+    command = [sys.executable, "-m", "dap_core.cli", "distill", "--config"]
+    command += [str(repo_root / "training" / "distill" / "tiny.yaml")]
+    command += ["--teacher", str(repo_root / "weights" / "dap_small"), "--bag", str(bag)]
+    command += ["--set", f"output_dir={out}", "--set", "schedule.max_steps=2"]
     done = subprocess.run(
-        [sys.executable, "-m", "dap_core.cli", "distill", "--config"]
-        + [str(repo_root / "training" / "distill" / "tiny.yaml")]
-        + ["--teacher", str(repo_root / "weights" / "dap_small"), "--bag", str(bag)]
-        + ["--set", f"output_dir={out}", "--set", "schedule.max_steps=2"],
+        command,
         capture_output=True,
         text=True,
         cwd=repo_root,
