@@ -50,6 +50,8 @@ setup(
         "huggingface_hub>=0.20",
         # Matterport3D depth is EXR; the opencv-python wheels are built without OpenEXR.
         "openexr>=3.2",
+        # `dap bag`: reads and writes rosbag2 (sqlite3, MCAP) without a ROS install.
+        "rosbags>=0.10",
     ],
     extras_require={
         "ros": [

@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dap_core.commands.bench",
     "dap_core.commands.train",
     "dap_core.commands.eval",
+    "dap_core.commands.distill",
+    "dap_ros.bag_cli",  # ROS-free: rosbags reads and writes the bags
 )
 
 

@@ -59,6 +59,7 @@ from dap_ros.mount import MountState
 from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
 from dap_ros.predictors import HeadPredictors, PredictorLike, head_predictors
 from dap_ros.run import spin_node
+from dap_ros.temporal_filter import TemporalFilter
 
 __all__ = ["NODE_NAME", "DapNode", "PredictorLike", "main"]
 
@@ -142,6 +143,7 @@ class DapNode(Node):
         self._throttle = _Throttle(WARN_EVERY_S)
         self._logged_first_frame = False
         self._workspace = projection.Workspace()  # the worker's scratch arrays
+        self._temporal = TemporalFilter()  # temporal_stabilization (worker thread only)
         self._depth_out = conversions.ImageBuffer("32FC1")
         self._mask_out = conversions.ImageBuffer("mono8")
         self._cloud_out = conversions.CloudBuffer()
@@ -357,6 +359,7 @@ class DapNode(Node):
                     f"predictor returned range {prediction.range_m.shape} for an image "
                     f"{rgb.shape[:2]}"
                 )
+            prediction = self._temporal(s, prediction)
             header = Header(stamp=msg.header.stamp, frame_id=s.frame_id or msg.header.frame_id)
             self._publish(s, header, rgb, prediction)
         except Exception as err:  # the node must outlive any model or DDS error

@@ -210,6 +210,29 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "seconds: low-pass time constant of the gravity estimate (0 = newest sample only)",
         (0.0, 60.0),
     ),
+    # Temporal stabilisation (dap_core.temporal)
+    ParamSpec(
+        "temporal_stabilization",
+        False,
+        "filter the range over time: align each frame's scale to a running reference and"
+        " smooth per pixel, restarting where the change is real; off = every frame alone",
+        dynamic=True,
+    ),
+    ParamSpec(
+        "temporal_smoothing",
+        0.3,
+        "weight of a new frame where the range changed only by model jitter (1 = no smoothing)",
+        (0.01, 1.0),
+        dynamic=True,
+    ),
+    ParamSpec(
+        "temporal_change_threshold",
+        0.15,
+        "change of log range (0.15 = 16 %) from which a pixel takes the new frame at once"
+        " (motion, a new obstacle)",
+        (0.05, 2.0),
+        dynamic=True,
+    ),
 )
 
 
@@ -251,6 +274,9 @@ class Settings:
     fisheye_calibration: str
     fisheye_erp_height: int
     imu_time_constant: float
+    temporal_stabilization: bool
+    temporal_smoothing: float
+    temporal_change_threshold: float
 
     @classmethod
     def defaults(cls) -> Settings:

@@ -1,0 +1,250 @@
+"""Distillation: a teacher DAP's labels on unlabeled panoramas train a smaller student.
+
+Owns `dap distill`'s two phases, on the stage-3 machinery of dap_core.train:
+1. Label. The teacher (any DAP weights: a directory, .safetensors or the official .pth)
+   labels every panorama of the image folder at the training size with `tasks.pseudo_label`
+   (range in metres, +inf where its 100 m mask says "beyond"; the mask probability is kept
+   too). Each label is one .npz file in a cache keyed by the teacher (hash of its weight files
+   and input size) and the image (hash of its training-size pixels), written atomically: the
+   teacher runs once per image, a killed run resumes with the images not yet labeled, and a
+   second student trained on the same images reuses the labels. Under torchrun each rank
+   labels the images ≡ rank (mod world).
+2. Train. The student (model section of the config) is trained by the one `Trainer` with
+   `DepthTask` (the stage losses, checkpoints, resume, DDP) on the cached labels, and saved
+   with `DAP.save` under OUT/model: the node loads it with `weights:=OUT/model`.
+Nothing is unpickled: labels are read with np.load(allow_pickle=False).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dap_core.files import atomic_write, atomic_write_bytes, sha256_file
+
+__all__ = [
+    "DistillReport",
+    "LabelCache",
+    "TeacherLabels",
+    "image_key",
+    "label_images",
+    "run_distill",
+    "teacher_key",
+]
+
+LABELS_MANIFEST = "labels.json"
+
+
+def _weight_files(weights: Path) -> list[Path]:
+    if weights.is_dir():
+        files = sorted(p for p in weights.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"teacher weights directory {weights} is empty")
+        return files
+    if not weights.is_file():
+        raise FileNotFoundError(f"teacher weights {weights} not found")
+    return [weights]
+
+
+def teacher_key(weights: str | Path, input_size: tuple[int, int]) -> str:
+    """Identity of a teacher: its weight files' bytes and its input size (16 hex digits)."""
+    digest = hashlib.sha256()
+    for path in _weight_files(Path(weights)):
+        digest.update(path.name.encode())
+        digest.update(sha256_file(path).encode())
+    digest.update(repr(tuple(input_size)).encode())
+    return digest.hexdigest()[:16]
+
+
+def image_key(rgb: torch.Tensor) -> str:
+    """Identity of a training image: the bytes of its [3, H, W] float pixels (24 hex digits)."""
+    pixels = np.ascontiguousarray(rgb.detach().cpu().numpy().astype(np.float32))
+    digest = hashlib.sha256(repr(pixels.shape).encode())
+    digest.update(pixels.tobytes())
+    return digest.hexdigest()[:24]
+
+
+class LabelCache:
+    """Teacher labels on disk: ROOT/<teacher key>/<image key[:2]>/<image key>.npz."""
+
+    def __init__(self, root: str | Path, teacher: str) -> None:
+        self.dir = Path(root) / teacher
+        self.teacher = teacher
+
+    def path(self, key: str) -> Path:
+        return self.dir / key[:2] / f"{key}.npz"
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def put(self, key: str, range_m: np.ndarray, within: np.ndarray) -> None:
+        """range float16 metres (+inf = beyond), within uint8 (probability x 255)."""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            range_m=np.asarray(range_m, np.float16),
+            within=np.round(np.clip(within, 0.0, 1.0) * 255).astype(np.uint8),
+        )
+        atomic_write_bytes(self.path(key), buffer.getvalue())
+
+    def get(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(range float32 [H, W] metres, within probability float32 [H, W])."""
+        path = self.path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return data["range_m"].astype(np.float32), data["within"] / np.float32(255)
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"teacher label {path} is unreadable ({err}); delete it") from err
+
+
+@dataclass
+class DistillReport:
+    images: int = 0
+    labeled: int = 0  # labels the teacher computed in this run
+    cached: int = 0  # labels found in the cache
+    steps: int = 0
+    model_dir: str = ""
+
+
+@torch.no_grad()
+def label_images(
+    teacher,
+    dataset,
+    cache: LabelCache,
+    *,
+    env,
+    device: torch.device,
+    batch_size: int = 4,
+    log=print,
+) -> tuple[list[str], DistillReport]:
+    """Label every item of `dataset` not yet in `cache`; returns (image keys, report)."""
+    from dap_core.train.distributed import barrier
+    from dap_core.train.tasks import pseudo_label
+
+    report = DistillReport(images=len(dataset))
+    teacher = teacher.to(device).eval()
+    keys: list[str] = [""] * len(dataset)
+    todo: list[tuple[int, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not todo:
+            return
+        rgb = torch.stack([t for _, t in todo]).to(device)
+        label, _, within = pseudo_label(teacher, rgb)
+        for row, (index, _) in enumerate(todo):
+            cache.put(keys[index], label[row, 0].cpu().numpy(), within[row, 0].cpu().numpy())
+        report.labeled += len(todo)
+        todo.clear()
+
+    for index in range(len(dataset)):
+        rgb = dataset[index]["rgb"]
+        keys[index] = image_key(rgb)
+        if index % env.world_size != env.rank:
+            continue
+        if cache.has(keys[index]):
+            report.cached += 1
+            continue
+        todo.append((index, rgb))
+        if len(todo) >= batch_size:
+            flush()
+    flush()
+    barrier(env)
+    if env.is_main:
+        log(f"teacher labels: {report.labeled} computed, {report.cached} from the cache")
+    return keys, report
+
+
+class TeacherLabels(Dataset):
+    """Images of `source` with the cached teacher range as the label (every pixel valid)."""
+
+    kind = "pseudo"
+
+    def __init__(self, source, cache: LabelCache, keys: list[str]) -> None:
+        missing = [k for k in keys if not cache.has(k)]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} teacher label(s) missing in {cache.dir}")
+        self.source, self.cache, self.keys = source, cache, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.source[index])
+        range_m, _ = self.cache.get(self.keys[index])
+        label = torch.from_numpy(range_m)[None]
+        if label.shape[-2:] != item["rgb"].shape[-2:]:
+            raise ValueError(f"teacher label {self.keys[index]} does not fit the image size")
+        item["range_m"] = label
+        item["valid"] = torch.ones_like(label, dtype=torch.bool)
+        item["labeled"] = True
+        item["domain"] = "pseudo"
+        return item
+
+
+def run_distill(
+    cfg,
+    teacher_weights: str | Path,
+    images: str | Path,
+    env,
+    *,
+    cache_dir: str | Path | None = None,
+    resume: bool = False,
+) -> DistillReport:
+    """Label `images` with the teacher, train the config's student on them, save it."""
+    from dap_core.data.datasets import build_dataset
+    from dap_core.model import DAP
+    from dap_core.train.config import dump_config
+    from dap_core.train.distributed import barrier
+    from dap_core.train.tasks import DepthTask, build_model
+    from dap_core.train.trainer import Trainer, resolve_device
+
+    out = Path(cfg.output_dir)
+    log = print if env.is_main else (lambda *_: None)
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "config.yaml", dump_config(cfg).encode())
+    source = build_dataset({"type": "unlabeled", "root": str(images), "size": list(cfg.data.size)})
+    if len(source) == 0:
+        raise ValueError(f"no panoramas found in {images}")
+    teacher = DAP.load(teacher_weights)
+    key = teacher_key(teacher_weights, teacher.config.input_size)
+    cache = LabelCache(cache_dir or out / "labels", key)
+    device = resolve_device(cfg, env)
+    keys, report = label_images(
+        teacher, source, cache, env=env, device=device, batch_size=cfg.curation.batch_size, log=log
+    )
+    if env.is_main:
+        manifest = {"teacher": str(teacher_weights), "teacher_key": key, "images": keys}
+        atomic_write(out / LABELS_MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
+    del teacher
+    final = out / "model"
+    if resume and (final / "config.json").is_file():
+        log(f"{final} exists: training already complete")
+        report.model_dir = str(final)
+        return report
+    model = build_model(cfg, cfg.resolve(cfg.model.init))
+    trainer = Trainer(
+        cfg,
+        DepthTask(cfg, model),
+        TeacherLabels(source, cache, keys),
+        env=env,
+        run_dir=out,
+        steps=cfg.schedule.max_steps,
+        batch_size=cfg.schedule.batch_size,
+    )
+    result = trainer.fit(resume=resume)
+    report.steps = result.steps
+    if env.is_main:
+        model.save(final)
+        log(f"student: {result.steps} steps in {result.elapsed_s:.0f} s; saved to {final}")
+    barrier(env)
+    report.model_dir = str(final)
+    return report

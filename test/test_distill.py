@@ -1,0 +1,136 @@
+"""`dap distill` with the shipped model as teacher and a tiny student, on tiny panoramas."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from dap_core.distill import LabelCache, run_distill, teacher_key
+from dap_core.train.config import load_config
+from dap_core.train.distributed import DistEnv
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IMAGES = 6
+
+
+@pytest.fixture(scope="module")
+def panoramas(tmp_path_factory):
+    from dap_core.data.synthetic import generate_panorama
+
+    root = tmp_path_factory.mktemp("panoramas")
+    for i in range(IMAGES):
+        sample = generate_panorama(700_000 + i, 32, 64, domain="real_like")
+        cv2.imwrite(str(root / f"p{i}.png"), cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR))
+    return root
+
+
+def _cfg(repo_root, out, steps=3):
+    return load_config(
+        repo_root / "training" / "distill" / "tiny.yaml",
+        [f"output_dir={out}", f"schedule.max_steps={steps}", "curation.batch_size=2"],
+    )
+
+
+def _env() -> DistEnv:
+    return DistEnv()  # one process
+
+
+def test_teacher_labels_once_and_student_loads_in_the_runtime_and_node(
+    repo_root, tmp_path, panoramas
+):
+    teacher = repo_root / "weights" / "dap_small"
+    cache = tmp_path / "labels"
+    first = run_distill(
+        _cfg(repo_root, tmp_path / "a"), teacher, panoramas, _env(), cache_dir=cache
+    )
+    assert (first.labeled, first.cached, first.steps) == (IMAGES, 0, 3)
+    # A second student on the same images: the teacher does not run again.
+    second = run_distill(
+        _cfg(repo_root, tmp_path / "b", steps=1), teacher, panoramas, _env(), cache_dir=cache
+    )
+    assert (second.labeled, second.cached) == (0, IMAGES)
+
+    from dap_core.runtime import Predictor
+    from dap_ros.params import Settings
+    from dap_ros.predictors import dap_head_predictors
+
+    student = tmp_path / "a" / "model"
+    rgb = np.zeros((32, 64, 3), np.uint8)
+    prediction = Predictor(student, backend="torch", warmup=False).predict(rgb)
+    assert prediction.range_m.shape == (32, 64) and np.isfinite(prediction.range_m).all()
+    settings = Settings.defaults().replaced({"weights": str(student), "backend": "torch"})
+    node_predictor = dap_head_predictors(settings).get(100)  # what the node builds
+    assert node_predictor.predict(rgb).range_m.shape == (32, 64)
+
+
+def test_a_run_killed_while_labelling_resumes_with_the_rest(
+    repo_root, tmp_path, panoramas, monkeypatch
+):
+    import dap_core.train.tasks as tasks
+
+    real = tasks.pseudo_label
+    calls = []
+
+    def dies_on_second_batch(model, rgb):
+        calls.append(len(rgb))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # a kill between two batches of 2
+        return real(model, rgb)
+
+    monkeypatch.setattr(tasks, "pseudo_label", dies_on_second_batch)
+    teacher = repo_root / "weights" / "dap_small"
+    cfg = _cfg(repo_root, tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(cfg, teacher, panoramas, _env())
+    monkeypatch.setattr(tasks, "pseudo_label", real)
+    report = run_distill(cfg, teacher, panoramas, _env(), resume=True)
+    assert (report.labeled, report.cached) == (IMAGES - 2, 2)
+    assert not list((tmp_path / "run" / "labels").rglob(".*.tmp"))  # no half-written label
+
+
+def test_teacher_key_follows_the_weights_and_a_corrupt_label_is_one_clear_error(
+    repo_root, tmp_path
+):
+    copy = tmp_path / "teacher"
+    shutil.copytree(repo_root / "weights" / "dap_small", copy)
+    before = teacher_key(copy, (96, 192))
+    assert teacher_key(copy, (128, 256)) != before
+    (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
+    assert teacher_key(copy, (96, 192)) != before
+    cache = LabelCache(tmp_path / "labels", before)
+    cache.put("ab" * 12, np.full((4, 8), np.inf, np.float32), np.zeros((4, 8)))
+    range_m, within = cache.get("ab" * 12)
+    assert np.isposinf(range_m).all() and (within == 0).all()
+    cache.path("ab" * 12).write_bytes(b"not a label")
+    with pytest.raises(ValueError, match="unreadable"):
+        cache.get("ab" * 12)
+
+
+def test_cli_distils_a_bag_topic(repo_root, tmp_path):
+    sys.path.insert(0, str(repo_root / "test"))
+    from bag_helpers import write_bag
+
+    from dap_core.data.synthetic import generate_panorama
+
+    frames = [generate_panorama(800_000 + i, 32, 64, domain="real_like").rgb for i in range(4)]
+    bag = write_bag(tmp_path / "bag", frames, compressed="png")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "dap_core.cli", "distill", "--config"]
+    command += [str(repo_root / "training" / "distill" / "tiny.yaml")]
+    command += ["--teacher", str(repo_root / "weights" / "dap_small"), "--bag", str(bag)]
+    command += ["--set", f"output_dir={out}", "--set", "schedule.max_steps=2"]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 panoramas from" in done.stdout
+    assert (out / "model" / "model.safetensors").is_file()
