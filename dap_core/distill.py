@@ -11,7 +11,7 @@ Owns `dap distill`'s two phases, on the stage-3 machinery of dap_core.train:
    labels the images ≡ rank (mod world).
 2. Train. The student (model section of the config) is trained by the one `Trainer` with
    `DepthTask` (the stage losses, checkpoints, resume, DDP) on the cached labels, and saved
-   with `DAP.save` under OUT/model: the node loads it with `weights:=OUT/model`.
+   with `save_model` under OUT/model: the node loads it with `weights:=OUT/model`.
 Nothing is unpickled: labels are read with np.load(allow_pickle=False).
 """
 
@@ -200,7 +200,7 @@ def run_distill(
 ) -> DistillReport:
     """Label `images` with the teacher, train the config's student on them, save it."""
     from dap_core.data.datasets import build_dataset
-    from dap_core.model import DAP
+    from dap_core.model import load_model, save_model
     from dap_core.train.config import dump_config
     from dap_core.train.distributed import barrier
     from dap_core.train.tasks import DepthTask, build_model
@@ -214,7 +214,7 @@ def run_distill(
     source = build_dataset({"type": "unlabeled", "root": str(images), "size": list(cfg.data.size)})
     if len(source) == 0:
         raise ValueError(f"no panoramas found in {images}")
-    teacher = DAP.load(teacher_weights)
+    teacher = load_model(teacher_weights)
     key = teacher_key(teacher_weights, teacher.config.input_size)
     cache = LabelCache(cache_dir or out / "labels", key)
     device = resolve_device(cfg, env)
@@ -243,7 +243,7 @@ def run_distill(
     result = trainer.fit(resume=resume)
     report.steps = result.steps
     if env.is_main:
-        model.save(final)
+        save_model(model, final)
         log(f"student: {result.steps} steps in {result.elapsed_s:.0f} s; saved to {final}")
     barrier(env)
     report.model_dir = str(final)

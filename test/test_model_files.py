@@ -7,7 +7,7 @@ import os
 import torch
 from model_helpers import micro_config
 
-from dap_core.model import DAP
+from dap_core.model import DAP, load_model, save_model
 
 MICRO = micro_config(mask_thresholds=(10, 20))
 
@@ -17,10 +17,10 @@ def test_identical_weights_give_identical_safetensors_bytes(tmp_path):
     model = DAP(MICRO)
     blobs = set()
     for k in range(4):  # the metadata map's order used to change from save to save
-        model.save(tmp_path / f"m{k}")
+        save_model(model, tmp_path / f"m{k}")
         blobs.add((tmp_path / f"m{k}" / "model.safetensors").read_bytes())
     assert len(blobs) == 1
-    again = DAP.load(tmp_path / "m0")
+    again = load_model(tmp_path / "m0")
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key])
 
@@ -28,7 +28,7 @@ def test_identical_weights_give_identical_safetensors_bytes(tmp_path):
 def test_saved_model_files_follow_the_umask_like_any_other_file(tmp_path):
     old = os.umask(0o022)
     try:
-        DAP(MICRO).save(tmp_path / "m")
+        save_model(DAP(MICRO), tmp_path / "m")
     finally:
         os.umask(old)
     for name in ("model.safetensors", "config.json"):
