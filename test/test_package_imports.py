@@ -5,11 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+# rclpy made unimportable: building the parser must not need it. The one dap_ros module the CLI
+# may load is the ROS-free `dap bag` command (rosbags reads and writes bags without ROS).
 PROBE = """
 import sys
+sys.modules['rclpy'] = None
 import dap_core, dap_core.cli
 dap_core.cli.build_parser()
+allowed = {'dap_ros', 'dap_ros.bag_cli'}
 leaked = sorted(m for m in sys.modules if m.split('.')[0] in {'rclpy', 'dap_ros'})
+leaked = [m for m in leaked if m not in allowed and sys.modules[m] is not None]
 print(','.join(leaked))
 """
 
