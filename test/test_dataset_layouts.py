@@ -71,6 +71,22 @@ def test_deep360_official_layout_one_sample_per_frame(tmp_path):
     assert torch.allclose(ranges(ds[1]), torch.tensor(30.0))
 
 
+def test_deep360_discovery_picks_what_the_official_list_names(tmp_path):
+    """Official list lines: `/epN/testing/rgb/<frame>_12_rgb1.png .../<frame>_depth.npz`."""
+    deep360(tmp_path)
+    listing = tmp_path / "deep360_test_final.txt"
+    listing.write_text(
+        "".join(
+            f"/ep1_500frames/testing/rgb/{frame}_12_rgb1.png "
+            f"/ep1_500frames/testing/depth/{frame}_depth.npz\n"
+            for frame in ("000000", "000001")
+        )
+    )
+    listed = Deep360(tmp_path, list_file=listing).records
+    discovered = Deep360(tmp_path).records
+    assert [(r.rgb, r.depth) for r in discovered] == [(r.rgb, r.depth) for r in listed]
+
+
 def test_deep360_official_list_with_leading_slash(tmp_path):
     deep360(tmp_path)
     listing = tmp_path / "deep360_test_final.txt"

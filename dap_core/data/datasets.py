@@ -442,7 +442,8 @@ class Deep360(PanoramaDataset):
 
     Deep360 has six stereo pairs per frame and one depth map per frame, referenced to
     camera 1. Discovery yields one sample per depth map, as the official test list does:
-    the frame's `_rgb1` image of its first pair (`<frame>_12_rgb1.png`). A per-pair depth
+    the frame's `_rgb1` image of its first pair (`<frame>_12_rgb1.png`; every one of the 600
+    lines of the official `deep360_test_final.txt` names that image). A per-pair depth
     `depth/<frame>_<pair>_depth.npz` is used when that file exists instead. Both are
     resampled to ERP with `geometry.cassini_to_erp`: the ERP of a Cassini image Hc x Wc is
     Wc x Hc (spec §8). RGB is truncated back to uint8 after bilinear resampling, as the
