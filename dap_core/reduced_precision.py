@@ -55,6 +55,25 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
+def cpu_identity(cpuinfo: str | None = None) -> str:
+    """The CPU model name and its vector/matrix flags: what reduced-precision kernels depend on.
+
+    A verdict measured on one CPU is not evidence for another (AMX, AVX-512 BF16/VNNI and AVX2
+    kernels round differently), so the gate's cache key carries this.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
+        platform.processor() or "unknown CPU",
+    )
+    units = sorted(f for f in cpu_flags(cpuinfo) if f.startswith(("avx", "amx", "fma", "sse4")))
+    return f"{model} [{' '.join(units)}]"
+
+
 def bf16_support(flags: Iterable[str] | None = None) -> tuple[bool, str]:
     """(supported, reason): native BF16 needs avx512_bf16 or AMX (amx_bf16)."""
     flags = cpu_flags() if flags is None else set(flags)
@@ -158,13 +177,12 @@ def gate(
     return agreement
 
 
-def _verdict_path(cache_dir: Path, precision: str, key: list) -> Path:
+def _verdict_path(cache_dir: Path, precision: str, key: list, cpu: str | None = None) -> Path:
     import onnxruntime
     import torch
 
-    text = json.dumps(
-        [precision, *key, torch.__version__, onnxruntime.__version__, platform.machine()]
-    )
+    cpu = cpu_identity() if cpu is None else cpu
+    text = json.dumps([precision, *key, torch.__version__, onnxruntime.__version__, cpu])
     name = hashlib.sha256(text.encode()).hexdigest()[:20]
     return Path(cache_dir) / "precision_gate" / f"{precision}-{name}.json"
 
