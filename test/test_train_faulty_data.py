@@ -263,3 +263,46 @@ def test_training_where_every_depth_is_invalid_stops_with_an_error(tmp_path):
     line = _error_line(_train(tmp_path, tmp_path / "data", max_skip_fraction=1.0))
     assert "no training sample can be used" in line and "no valid ground-truth pixel" in line
     assert not (tmp_path / "run" / "model").exists()
+
+
+def _torchrun(config: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "dap_core.train", "--config", str(config)]
+    return subprocess.run(
+        cmd, env=subprocess_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=400
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_ranks_agree_on_skips_and_stop_together(tmp_path):
+    rooms = structured3d(tmp_path / "data")
+    _corrupt_rgb(rooms[1])
+    corrupt = f"skipped sample {rooms[1] / 'rgb_rawlight.png'}: cannot read image"
+    # Batch size 1: the rank that draws the corrupt sample has an empty batch, so both ranks
+    # must skip that update together (a rank stepping alone would hang the other).
+    config = write_config(
+        tmp_path / "run.yaml",
+        data={
+            "size": [H, W],
+            "labeled": [{"type": "structured3d", "root": str(tmp_path / "data")}],
+            "max_skip_fraction": 0.5,
+        },
+        schedule={"batch_size": 1, "max_steps": 6, "checkpoint_every": 0, "log_every": 1},
+    )
+    proc = _torchrun(config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(corrupt) == 1, proc.stdout
+    assert "every sample of the batch was skipped: no update" in proc.stdout
+    # 6 steps x 2 ranks x 1 = two epochs of 6: the corrupt sample is drawn once in each.
+    assert "skipped 1 of 6 samples (16.7%), 2 step(s) without update" in proc.stdout
+    # Past the limit both ranks stop at the same step with the same line, none waits.
+    config.write_text(
+        config.read_text().replace("max_skip_fraction: 0.5", "max_skip_fraction: 0.1")
+    )
+    (tmp_path / "run").rename(tmp_path / "first")
+    proc = _torchrun(config)
+    assert proc.returncode != 0, proc.stderr  # (torchrun's agent adds its own report)
+    lines = [line for line in proc.stderr.splitlines() if "dap train: error:" in line]
+    assert sorted(line.split("]")[0] for line in lines) == ["[rank 0", "[rank 1"], proc.stderr
+    assert all("1 of 6 training samples (17%)" in line for line in lines), proc.stderr
