@@ -293,7 +293,7 @@ def test_two_ranks_agree_on_skips_and_stop_together(tmp_path):
     proc = _torchrun(config)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count(corrupt) == 1, proc.stdout
-    assert "every sample of the batch was skipped: no update" in proc.stdout
+    assert "every sample of a batch was skipped: no update" in proc.stdout
     # 6 steps x 2 ranks x 1 = two epochs of 6: the corrupt sample is drawn once in each.
     assert "skipped 1 of 6 samples (16.7%), 2 step(s) without update" in proc.stdout
     # Past the limit both ranks stop at the same step with the same line, none waits.

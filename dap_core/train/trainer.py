@@ -287,7 +287,7 @@ class Trainer:
                         self._log_skips(writer)
                     self.skips.check()
                 if empty:
-                    self._say(f"step {self.step}: every sample of the batch was skipped: no update")
+                    self._say(f"step {self.step}: every sample of a batch was skipped: no update")
                     self.empty_steps += 1
                 else:
                     self._set_lr()
@@ -323,6 +323,8 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
         except TooManySkippedError:
+            if writer is not None:  # keep the skip counts it was given
+                writer.close()
             raise  # every rank holds the same ledger and stops at the same step
         except RuntimeError as err:
             late = heartbeat.late_ranks(self.step, phase) if self.env.distributed else ""
