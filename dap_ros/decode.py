@@ -23,6 +23,7 @@ __all__ = [
     "ENCODING_CHANNELS",
     "MAX_PANORAMA_WIDTH",
     "MIN_PANORAMA_HEIGHT",
+    "FrameTooLargeError",
     "InputError",
     "check_panorama_size",
     "compressed_size",
@@ -45,8 +46,13 @@ class InputError(ValueError):
     """An input message the node cannot use. The text names the problem."""
 
 
-def check_panorama_size(height: int, width: int) -> None:
-    """Raise InputError unless height x width (pixels) is a usable 2:1 ERP panorama."""
+class FrameTooLargeError(InputError):
+    """A well-formed panorama wider than the largest the caller supports (its `max_width`)."""
+
+
+def check_panorama_size(height: int, width: int, max_width: int = MAX_PANORAMA_WIDTH) -> None:
+    """Raise InputError unless height x width (pixels) is a usable 2:1 ERP panorama no wider
+    than `max_width` (FrameTooLargeError, checked before any pixel is decoded)."""
     if height <= 0 or width <= 0:
         raise InputError(f"image has zero size ({width}x{height})")
     if width != 2 * height:
@@ -57,21 +63,26 @@ def check_panorama_size(height: int, width: int) -> None:
         raise InputError(f"image {width}x{height} is too small (height < {MIN_PANORAMA_HEIGHT})")
     if width > MAX_PANORAMA_WIDTH:
         raise InputError(f"image {width}x{height} is absurdly large (width > {MAX_PANORAMA_WIDTH})")
+    if width > max_width:
+        raise FrameTooLargeError(
+            f"frame {width}x{height} ({width * height * 3 / 1e6:.1f} MB as rgb8) is larger than"
+            f" the largest supported {max_width}x{max_width // 2}"
+        )
 
 
-def image_to_rgb(msg) -> np.ndarray:
+def image_to_rgb(msg, max_width: int = MAX_PANORAMA_WIDTH) -> np.ndarray:
     """RGB pixels of a raw panorama: uint8 [H, W, 3] (a read-only view of msg.data for rgb8).
 
     Accepts rgb8, bgr8, rgba8, bgra8 and mono8 with any row padding (step). Raises InputError
     on an unsupported encoding, a non-2:1 or absurd size, a step shorter than a row, or data
-    shorter than step x height.
+    shorter than step x height; FrameTooLargeError when wider than `max_width`.
     """
     encoding = msg.encoding
     if encoding not in ENCODING_CHANNELS:
         supported = ", ".join(ENCODING_CHANNELS)
         raise InputError(f"unsupported encoding '{encoding}' (supported: {supported})")
     height, width = int(msg.height), int(msg.width)
-    check_panorama_size(height, width)
+    check_panorama_size(height, width, max_width)
     channels = ENCODING_CHANNELS[encoding]
     row_bytes = width * channels
     step = int(msg.step)
@@ -135,17 +146,18 @@ def compressed_size(data: bytes) -> tuple[str, int, int]:
     raise InputError("corrupt JPEG: no frame header (SOF) found")
 
 
-def compressed_to_rgb(msg) -> np.ndarray:
+def compressed_to_rgb(msg, max_width: int = MAX_PANORAMA_WIDTH) -> np.ndarray:
     """Decoded RGB pixels of a JPEG/PNG panorama, uint8 [H, W, 3].
 
     The format is read from the bytes (the `format` string varies between publishers). Raises
-    InputError on an empty or corrupt image, or a size that is not a usable 2:1 panorama.
+    InputError on an empty or corrupt image, or a size that is not a usable 2:1 panorama;
+    FrameTooLargeError when wider than `max_width` (read from the header, nothing decoded).
     """
     data = bytes(msg.data)
     if not data:
         raise InputError("compressed image is empty")
     kind, height, width = compressed_size(data)
-    check_panorama_size(height, width)
+    check_panorama_size(height, width, max_width)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if decoded is None:
         raise InputError(f"corrupt {kind.upper()}: the decoder rejected {len(data)} bytes")

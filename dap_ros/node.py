@@ -333,9 +333,14 @@ class DapNode(Node):
         s = self._settings
         try:
             if isinstance(msg, CompressedImage):
-                rgb = conversions.compressed_to_rgb(msg)
+                rgb = conversions.compressed_to_rgb(msg, max_width=s.max_input_width)
             else:
-                rgb = conversions.image_to_rgb(msg)
+                rgb = conversions.image_to_rgb(msg, max_width=s.max_input_width)
+        except conversions.FrameTooLargeError as err:
+            self._problem(
+                "bad_input", f"refused input: {err} (the parameter max_input_width raises it)"
+            )
+            return False
         except conversions.InputError as err:
             self._problem("bad_input", f"bad input image: {err}")
             return False

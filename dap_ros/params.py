@@ -16,9 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dap_ros.decode import MAX_PANORAMA_WIDTH, MIN_PANORAMA_HEIGHT
+
 __all__ = ["BACKENDS", "PARAMETERS", "ParamSpec", "Settings", "declare_all", "read_settings"]
 
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+DEFAULT_MAX_INPUT_WIDTH = 4096  # pixels; see the max_input_width description
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -70,6 +73,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("compressed_input", False, "subscribe to CompressedImage (JPEG/PNG) instead"),
     ParamSpec("input_reliable", False, "RELIABLE input QoS instead of best-effort, depth 1"),
+    ParamSpec(
+        "max_input_width",
+        DEFAULT_MAX_INPUT_WIDTH,
+        "widest input panorama in pixels (height = width / 2); a wider frame is refused with"
+        " one warning and the node goes on. 4096 (4096x2048: 25 MB rgb8 in, a 34 MB range"
+        " image out) is the largest whose outputs the shipped Fast DDS profile"
+        " (config/fastdds_large_data.xml, 64 MB shared-memory segment) was measured to"
+        " deliver; every live-stream size of today's 360 cameras fits. Raising it is allowed"
+        " (up to 16384), but 8192x4096 outputs (134 MB range image) were not delivered even"
+        " with a 512 MB segment: see README, 'Large frames'",
+        (2 * MIN_PANORAMA_HEIGHT, MAX_PANORAMA_WIDTH),
+        dynamic=True,
+    ),
     ParamSpec("output_reliable", False, "RELIABLE output QoS instead of sensor data"),
     # Outputs
     ParamSpec(
@@ -250,6 +266,7 @@ class Settings:
     image_topic: str
     compressed_input: bool
     input_reliable: bool
+    max_input_width: int
     output_reliable: bool
     frame_id: str
     mask_threshold: int

@@ -183,6 +183,17 @@ def test_bad_compressed_images_raise_input_error(problem, data, expected_text):
         conv.compressed_to_rgb(CompressedImage(format="jpeg", data=data))
 
 
+def test_a_panorama_wider_than_max_width_is_refused_naming_both_sizes():
+    msg = conv.rgb_to_msg(np.zeros((H, W, 3), np.uint8), header())
+    assert conv.image_to_rgb(msg, max_width=W).shape == (H, W, 3)  # at the limit: accepted
+    text = rf"frame {W}x{H} \(0\.0 MB as rgb8\) is larger than the largest supported"
+    with pytest.raises(conv.FrameTooLargeError, match=rf"{text} {W // 2}x{W // 4}"):
+        conv.image_to_rgb(msg, max_width=W // 2)
+    # Compressed: refused from the header alone (these bytes hold no pixels to decode).
+    with pytest.raises(conv.FrameTooLargeError, match=r"frame 8192x4096 \(100\.7 MB"):
+        conv.compressed_to_rgb(CompressedImage(data=_png_header(8192, 4096)), max_width=4096)
+
+
 # ---------------------------------------------------------------------------------------------
 # numpy -> Image / PointCloud2 / LaserScan
 # ---------------------------------------------------------------------------------------------

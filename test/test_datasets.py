@@ -20,6 +20,7 @@ from dap_core.data.datasets import (
     Structured3D,
     UnlabeledFolder,
     build_dataset,
+    is_skipped,
 )
 
 H, W = 8, 16
@@ -179,9 +180,9 @@ def test_corrupt_file_raises_naming_it_or_is_skipped_and_counted(tmp_path):
     with pytest.raises(DatasetReadError, match=r"a_depth\.png"):
         Stanford2D3D(tmp_path)[0]
     ds = Stanford2D3D(tmp_path, on_error="skip")
-    item = ds[0]  # replaced by the next readable sample
-    assert item["name"].endswith("b_rgb.png") and len(ds.skipped) == 1
-    assert "a_depth.png" in ds.skipped[0]
+    item = ds[0]  # a skipped item naming the file, never another sample in its place
+    assert is_skipped(item) and "a_depth.png" in item["skipped"]
+    assert ds[1]["name"].endswith("b_rgb.png")
 
 
 def test_corrupt_exr_is_named(tmp_path):

@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 from train_utils import REPO_ROOT, subprocess_env, write_config, write_folder_dataset
 
-from dap_core.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dap_core.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 class _Shell:
@@ -73,3 +81,55 @@ def test_dap_train_resume_never_executes_a_planted_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "step_00000099.pt" in proc.stderr and "refused" in proc.stderr, proc.stderr
+
+
+def _old_format_checkpoint(path: Path) -> None:
+    """A step file as dap train wrote it before the safe loader: numpy's RNG state as an
+    array (`np.random.get_state()`), no run identity."""
+    import random
+
+    import numpy as np
+
+    rng = {"python": random.getstate(), "numpy": np.random.get_state()}
+    rng["torch"] = torch.get_rng_state()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"task": "depth", "step": 2, "rng": rng, "module": {}, "elapsed_s": 1.0}, path)
+
+
+def test_an_old_format_checkpoint_is_refused_saying_why_and_what_to_do(tmp_path):
+    path = tmp_path / "step_00000002.pt"
+    _old_format_checkpoint(path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    text = str(err.value)
+    assert str(path) in text and "older dap train" in text and "numpy" in text
+    assert "without --resume" in text and "--move-aside" in text and "\n" not in text
+
+
+def test_dap_train_resume_of_an_old_run_is_one_line_and_move_aside_starts_afresh(tmp_path):
+    data = write_folder_dataset(tmp_path / "data", 4)
+    config = write_config(
+        tmp_path / "run.yaml",
+        data={"size": [32, 64], "labeled": [{"type": "dap2m", "root": str(data)}]},
+        schedule={"batch_size": 2, "max_steps": 2, "checkpoint_every": 1, "log_every": 1},
+    )
+    _old_format_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002.pt")
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dap_core.cli", "train", "--config", str(config), *extra],
+            env=subprocess_env(),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    proc = train("--resume")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "older dap train" in errors[0], proc.stderr
+    fresh = train("--move-aside")
+    assert fresh.returncode == 0, fresh.stderr
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    assert list(tmp_path.glob("run.old-*/checkpoints/step_00000002.pt"))

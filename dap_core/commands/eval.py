@@ -126,7 +126,12 @@ def check_device(device: str) -> None:
 
 
 def check_results(results: dict) -> None:
-    """Say which datasets had images without valid ground truth; refuse an empty report."""
+    """Say which samples were skipped and which datasets had images without valid ground
+    truth; refuse an empty report."""
+    from dap_core.train.evaluate import skip_report
+
+    for line in skip_report(results):
+        print(f"dap eval: warning: {line}", file=sys.stderr)
     empty = []
     for name, row in results.items():
         images, skipped = int(row.get("images", 0)), int(row.get("empty_images", 0))

@@ -26,9 +26,13 @@ On-disk formats (decoding follows the official readers, notes/official_dap_spec.
 * Unlabeled folder — any images, optional `metadata.json` / `metadata.csv` with scene classes.
 
 A `list_file` (one "rgb depth" pair of paths per line, relative to the root) replaces the
-discovery rule of any labeled reader. Missing files are found when the dataset is built;
-unreadable files raise `DatasetReadError` naming the file, or with `on_error="skip"` are
-replaced by the next readable sample and counted in `.skipped`.
+discovery rule of any labeled reader. Missing files are found when the dataset is built
+(an error naming them, or with `on_error="skip"` left out and listed in `.skipped` as
+"file: reason"). A file that cannot be used when read (unreadable, truncated, empty, of the
+wrong size or dtype) raises `DatasetReadError` naming the file, or with `on_error="skip"`
+yields a *skipped item* (`skipped_item`: name, index and the reason) in its place, never
+another sample: `train.data.collate` drops it from its batch and lists it, so no sample is
+ever counted twice and whoever reads the data decides how to report it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ STANFORD_DEPTH_SCALE = 512.0  # uint16 value / 512 = metres (official reader)
 STANFORD_MISSING = 65535
 MATTERPORT_PNG_DEPTH_SCALE = 4000.0  # UniFuse / BiFuse pano_depth PNG: value / 4000 = metres
 METADATA_FILES = ("metadata.json", "metadata.csv")
+SKIPPED = "skipped"  # key of a skipped item: the reason, "file: cause"
 
 
 class DatasetReadError(RuntimeError):
@@ -101,7 +106,9 @@ def read_exr_depth(path: Path) -> np.ndarray:
     try:
         with OpenEXR.File(str(path), separate_channels=True) as exr:
             channels = {name: ch.pixels for name, ch in exr.channels().items()}
-    except (RuntimeError, OSError) as err:
+    except (RuntimeError, OSError, ValueError) as err:
+        # A truncated file fails while its pixels are read, with "Invalid part index '0':
+        # file has 0 parts." (ValueError) that names no file.
         raise DatasetReadError(f"{path}: cannot read EXR ({err})") from err
     for name in ("R", "Y", "Z", "depth", *sorted(channels)):
         if name in channels:
@@ -198,7 +205,7 @@ class PanoramaDataset(Dataset):
         for rec in records:
             gone = [p for p in (rec.rgb, rec.depth) if p is not None and not p.is_file()]
             if gone:
-                missing.extend(str(p) for p in gone)
+                missing.extend(f"{p}: missing file" for p in gone)
             else:
                 kept.append(rec)
         if missing and self.on_error == "raise":
@@ -242,17 +249,22 @@ class PanoramaDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if index < 0 or index >= len(self):
             raise IndexError(f"{self.kind}: index {index} out of range (len {len(self)})")
-        for offset in range(len(self)):
-            i = (index + offset) % len(self)
-            try:
-                return self.load(i)
-            except DatasetReadError as err:
-                if self.on_error == "raise":
-                    raise
-                self.skipped.append(str(err))
-        raise DatasetReadError(
-            f"{self.kind}: no readable sample left ({len(self.skipped)} skipped)"
-        )
+        try:
+            return self.load(index)
+        except DatasetReadError as err:
+            if self.on_error == "raise":
+                raise
+            return skipped_item(self.records[index].name, index, str(err))
+
+
+def skipped_item(name: str, index: int, reason: str) -> dict[str, Any]:
+    """What a reader yields for a sample it cannot use: its name, index and why (no tensors)."""
+    return {SKIPPED: reason, "name": name, "index": index}
+
+
+def is_skipped(item: Mapping[str, Any]) -> bool:
+    """True for a `skipped_item` (consumers drop it, and report its reason)."""
+    return SKIPPED in item
 
 
 def make_item(
@@ -664,6 +676,8 @@ class HiddenLabels(_DatasetView):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.dataset[index])
+        if is_skipped(item):
+            return item
         item["range_m"] = torch.full_like(item["range_m"], torch.nan)
         item["valid"] = torch.zeros_like(item["valid"])
         item["labeled"] = False

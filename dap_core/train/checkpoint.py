@@ -13,6 +13,10 @@ target and the directory fsync'ed, so a crash (even SIGKILL) leaves either the o
 file, never a torn one. A temporary file a kill left behind is removed by the next run
 (`remove_orphan_temps`); a newest file torn by other means (a bad copy, a failing disk) is
 moved aside and the previous one is used (`load_latest`).
+
+Checkpoints of older versions stored numpy's RNG state as an array; they are refused with
+what to do (start afresh), not migrated: reading them would mean allowing numpy's array
+reconstruction in the unpickler, for a state that only decides the augmentation stream.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ TORN_SUFFIX = ".unreadable"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: unreadable, refused, or of another run; names it."""
+
+
+class CheckpointRefusedError(CheckpointError):
+    """A checkpoint the safe loader will not unpickle (a planted file, or an older format)."""
 
 
 class CheckpointWriteError(RuntimeError):
@@ -188,8 +196,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if found and found.group(1).split(".")[0] == "numpy":
+            raise CheckpointRefusedError(
+                f"checkpoint {path} has the format of an older dap train (its RNG state holds "
+                f"numpy arrays, {found.group(1)}), which the safe loader does not unpickle, so "
+                "it cannot be resumed: start the stage afresh (dap train without --resume; "
+                "--move-aside keeps the old run beside it); nothing in it was run"
+            ) from err
         asks = f"it asks for {found.group(1)}" if found else "it holds arbitrary objects"
-        raise CheckpointError(
+        raise CheckpointRefusedError(
             f"checkpoint {path} refused: {asks}, not only tensors and plain values "
             "(this version of dap train writes no such file); nothing in it was run"
         ) from err
@@ -215,9 +230,9 @@ def load_latest(
     for path in reversed(_step_files(Path(directory))):
         try:
             return path, load_checkpoint(path, map_location)
+        except CheckpointRefusedError:
+            raise
         except CheckpointError as err:
-            if "refused" in str(err):
-                raise
             aside = path.with_name(path.name + TORN_SUFFIX)
             os.replace(path, aside)
             log(f"{err}; moved it to {aside.name}, falling back to the previous checkpoint")

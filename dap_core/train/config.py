@@ -44,8 +44,9 @@ class DataSection:
     camera_lamps: probability of its lamp relighting of enclosed scenes (0 = off).
     on_error: "skip" drops an unreadable or label-less training sample from its batch (logged
     with file and reason, counted once, in TensorBoard and the run summary) and stops the run
-    when more than max_skip_fraction of the samples read so far were skipped; "raise" stops at
-    the first one.
+    when more than max_skip_fraction of the training set (distinct samples, missing files
+    included) proved unusable, or when none is usable (`dap_core.train.skips`); "raise" stops
+    at the first one.
     """
 
     size: tuple[int, int] = (512, 1024)

@@ -27,6 +27,7 @@ import hashlib
 import importlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dap_core.data.datasets import is_skipped
 from dap_core.files import atomic_write, atomic_write_bytes
 from dap_core.metrics import depth_metrics
 from dap_core.train.data import collate
@@ -192,8 +194,10 @@ def score_dataset(
     hidden = getattr(dataset, "ground_truth", None)
     with part.open("a") as f:
         for start in range(0, len(mine), batch_size):
-            idx = mine[start : start + batch_size]
-            batch = collate([dataset[i] for i in idx])
+            idx, items = _readable(dataset, mine[start : start + batch_size])
+            if not items:
+                continue
+            batch = collate(items)
             rgb = batch["rgb"].to(device)
             label, raw, within = pseudo_label(labeler, rgb)
             judged = critic_input(critic, label, raw)
@@ -228,6 +232,20 @@ def score_dataset(
         _atomic_text(out_dir / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     barrier(env)
     return rows
+
+
+def _readable(dataset, indices: Sequence[int]) -> tuple[list[int], list[dict[str, Any]]]:
+    """The indices and items of the samples `dataset` can give; the others (skipped items) are
+    named once on stderr and get no score, so they are never selected or pseudo-labeled."""
+    kept, items = [], []
+    for i in indices:
+        item = dataset[i]
+        if is_skipped(item):
+            print(f"curation: skipped sample {item['skipped']}", file=sys.stderr, flush=True)
+            continue
+        kept.append(i)
+        items.append(item)
+    return kept, items
 
 
 def select_top_k(rows: Sequence[Mapping[str, Any]], top_k: Mapping[str, float]) -> list[int]:
@@ -291,15 +309,21 @@ def write_pseudo_labels(
         meta_path = out_dir / f"shard_{k:05d}.json"
         if meta_path.is_file():
             continue
-        ranges, names = [], []
+        ranges, names, labeled = [], [], []
         for start in range(0, len(shards[k]), batch_size):
-            idx = shards[k][start : start + batch_size]
-            batch = collate([dataset[i] for i in idx])
+            idx, items = _readable(dataset, shards[k][start : start + batch_size])
+            if not items:
+                continue
+            batch = collate(items)
             pred, _, _ = pseudo_label(labeler, batch["rgb"].to(device))
             ranges.append(pred[:, 0].cpu().numpy().astype(np.float16))
             names += list(batch["name"])
+            labeled += idx
+        if not ranges:  # not one sample of the shard could be read: an empty shard
+            ranges = [np.zeros((0, 1, 1), np.float16)]
         _atomic_npy(out_dir / f"shard_{k:05d}.npy", np.concatenate(ranges))
-        _atomic_text(meta_path, json.dumps({"indices": shards[k], "names": names}))
+        # Only the samples that could be read: rows and indices stay aligned.
+        _atomic_text(meta_path, json.dumps({"indices": labeled, "names": names}))
     barrier(env)
     if env.is_main:
         index = {
@@ -345,6 +369,8 @@ class PseudoLabelDataset(Dataset):
     def __getitem__(self, position: int) -> dict[str, Any]:
         k, row, index = self.entries[position]
         item = dict(self.source[index])
+        if is_skipped(item):
+            return item
         rng = torch.from_numpy(np.asarray(self._shard(k)[row], dtype=np.float32))[None]
         if rng.shape[-2:] != item["rgb"].shape[-2:]:
             raise ValueError(

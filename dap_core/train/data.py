@@ -5,6 +5,11 @@ The stream is a deterministic function of (seed, step): global step s uses posit
 its B consecutive positions. Every position also carries its own augmentation seed. So the
 data position in a checkpoint is just the step, resuming replays exactly the same samples and
 augmentations, and the result does not depend on DataLoader workers.
+
+A sample a reader cannot use arrives as a skipped item (`datasets.skipped_item`), and so does
+a labeled training sample without one valid ground-truth pixel (it would train nothing):
+`collate` drops them from the batch and lists them under "skipped", so a batch may be short
+(or empty) but never holds a stand-in sample counted twice; the trainer reports them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from dap_core.data.datasets import SKIPPED, is_skipped, skipped_item
 from dap_core.train.distributed import DistEnv
 
 
@@ -77,6 +83,11 @@ class Augmented(Dataset):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         index, seed = key if isinstance(key, tuple) else (key, 0)
         item = self.dataset[index]
+        if is_skipped(item):
+            return item
+        if item.get("labeled", True) and not bool(item["valid"].any()):
+            reason = f"{item['name']}: no valid ground-truth pixel (every value missing or 0)"
+            return skipped_item(item["name"], index, reason)
         if self.augment is None:
             return item
         return self.augment(item, torch.Generator().manual_seed(seed))
@@ -101,7 +112,10 @@ class PairedForCritic(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.labeled[index])
         partner = (index * 2654435761 + 12345) % len(self.unlabeled)  # Knuth's multiplier
-        fake_rgb = self.unlabeled[partner]["rgb"]
+        fake = self.unlabeled[partner]
+        if is_skipped(item) or is_skipped(fake):
+            return item if is_skipped(item) else skipped_item(item["name"], index, fake[SKIPPED])
+        fake_rgb = fake["rgb"]
         if fake_rgb.shape != item["rgb"].shape:
             raise ValueError(
                 f"unlabeled image size {tuple(fake_rgb.shape)} differs from the labeled "
@@ -112,11 +126,14 @@ class PairedForCritic(Dataset):
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors; keep strings and other values as lists."""
-    out: dict[str, Any] = {}
-    for key in items[0]:
-        values = [it[key] for it in items]
+    """Stack tensors; keep strings and other values as lists. Skipped items are dropped and
+    their reasons listed under "skipped" ("file: cause"); `batch_size` says how many remain."""
+    kept = [it for it in items if not is_skipped(it)]
+    out: dict[str, Any] = {SKIPPED: [it[SKIPPED] for it in items if is_skipped(it)]}
+    for key in kept[0] if kept else ():
+        values = [it[key] for it in kept]
         out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    out["batch_size"] = len(kept)
     return out
 
 

@@ -5,7 +5,9 @@ ground-truth pixels within the model's range, the same restricted to ground trut
 mask threshold ("abs_rel@10m", ...), and the IoU of each range-mask head. With
 `official=True` it instead follows the official `test/eval.py` (normalized units, per-dataset
 clipping, mask post-processing, its MAE-valued "rmse"). Datasets wrapped in `HiddenLabels`
-are evaluated against their hidden ground truth.
+are evaluated against their hidden ground truth. Samples the reader could not use (under
+`on_error: skip`) are not images of the row: `images` counts only those evaluated, and
+`skipped_images` counts the others, listed as "file: cause" under `skipped` when there are any.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from dap_core.data.datasets import SKIPPED
 from dap_core.metrics import (
     OFFICIAL_CLIP_M,
     MetricAccumulator,
@@ -52,7 +55,7 @@ def evaluate_model(
     max_samples: int | None = None,
     official: bool = False,
     indices: Sequence[int] | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Metrics of `model` on `dataset` (see module docstring)."""
     from dap_core.train.tasks import predict_range
 
@@ -69,9 +72,14 @@ def evaluate_model(
     per_t = {t: MetricAccumulator() for t in thresholds}
     masks_acc = {t: MetricAccumulator() for t in thresholds}
     indices = list(indices)
+    skipped = list(getattr(dataset, "skipped", None) or [])  # left out when it was built
     for start in range(0, len(indices), batch_size):
         items = [_labeled_item(dataset, i) for i in indices[start : start + batch_size]]
         batch = collate(items)
+        skipped += batch[SKIPPED]
+        items = [it for it in items if SKIPPED not in it]
+        if not items:
+            continue
         rgb = batch["rgb"].to(device)
         pred, masks = predict_range(model, rgb, thresholds)
         pred = pred.float().cpu()
@@ -90,7 +98,10 @@ def evaluate_model(
                 m = depth_metrics(pred[b, 0], gt, valid, max_range_m=float(t))
                 per_t[t].add({k: m[k] for k in ("abs_rel", "rmse", "delta1", "n_pixels")})
                 masks_acc[t].add(mask_metrics(masks[t][b, 0], gt, valid, threshold_m=t))
-    result = overall.result()
+    result: dict[str, Any] = overall.result()
+    result["skipped_images"] = len(skipped)
+    if skipped:
+        result["skipped"] = skipped
     if not official:
         for t in thresholds:
             for key, value in per_t[t].result().items():
@@ -103,6 +114,15 @@ def evaluate_model(
 def evaluate_many(model, datasets: Mapping[str, Any], **kwargs) -> dict[str, dict[str, float]]:
     """{dataset name: metrics} for several datasets."""
     return {name: evaluate_model(model, ds, **kwargs) for name, ds in datasets.items()}
+
+
+def skip_report(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per skipped sample of every dataset: "NAME: skipped file: cause"."""
+    return [
+        f"{name}: skipped {reason}"
+        for name, row in results.items()
+        for reason in row.get("skipped", ())
+    ]
 
 
 def format_table(results: Mapping[str, Mapping[str, float]], *, official: bool = False) -> str:

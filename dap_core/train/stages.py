@@ -97,7 +97,7 @@ def _train_depth(cfg: TrainConfig, model, dataset, env: DistEnv, out: Path, resu
     _log(
         env,
         f"[{cfg.name}] trained {result.steps} steps in {result.elapsed_s:.0f} s "
-        f"(stopped by {result.stopped_by})",
+        f"(stopped by {result.stopped_by}); {result.skip_summary()}",
     )
     if env.is_main:
         save_model(model, final)
@@ -106,7 +106,7 @@ def _train_depth(cfg: TrainConfig, model, dataset, env: DistEnv, out: Path, resu
 
 
 def _evaluate(cfg: TrainConfig, model, env: DistEnv, out: Path) -> dict[str, Any]:
-    from dap_core.train.evaluate import evaluate_model, format_table, write_results
+    from dap_core.train.evaluate import evaluate_model, format_table, skip_report, write_results
 
     if not cfg.eval.datasets or not env.is_main:
         return {}
@@ -124,6 +124,8 @@ def _evaluate(cfg: TrainConfig, model, env: DistEnv, out: Path) -> dict[str, Any
         )
     write_results(results, out)
     print(format_table(results), flush=True)
+    for line in skip_report(results):
+        print(f"[{cfg.name}] eval: {line}", flush=True)
     return results
 
 
@@ -198,7 +200,11 @@ def _stage2(cfg: TrainConfig, env: DistEnv, out: Path, resume: bool) -> dict[str
             batch_size=d.batch_size,
         )
         result = trainer.fit(resume=resume)
-        _log(env, f"[{cfg.name}] critic: {result.steps} steps, {result.last_logs}")
+        _log(
+            env,
+            f"[{cfg.name}] critic: {result.steps} steps, {result.last_logs}; "
+            f"{result.skip_summary()}",
+        )
         if env.is_main:
             atomic_save(critic_task.module.state_dict(), critic_path)
         barrier(env)

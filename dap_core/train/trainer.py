@@ -5,7 +5,9 @@ backward -> gradient clipping -> Adam. Rank 0 shows tqdm, writes TensorBoard sca
 preview images (RGB | prediction | ground truth), and writes atomic checkpoints holding
 module, optimizer, scaler, step, data position, elapsed time and RNG states. Stops at
 `max_steps` or when the time budget is spent, whichever comes first (rank 0 decides, every
-rank follows).
+rank follows). Samples the data could not give are named once each, counted in TensorBoard
+("data/skipped_samples") and the result, and stop the run past `data.max_skip_fraction`
+(`dap_core.train.skips`); a step whose batch lost every sample (on any rank) makes no update.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dap_core.train.distributed import (
     broadcast_flag,
 )
 from dap_core.train.run_identity import describe_mismatch, run_identity
+from dap_core.train.skips import SkipLedger, TooManySkippedError, built_without, exchange
 
 
 @dataclass
@@ -41,6 +44,17 @@ class TrainResult:
     elapsed_s: float
     last_logs: dict[str, float]
     stopped_by: str  # "max_steps" or "time_budget"
+    skipped: tuple[str, ...] = ()  # reasons ("file: cause") of the samples that were left out
+    samples: int = 0  # the training set's size, the skipped ones included
+    empty_steps: int = 0  # steps whose whole batch was skipped (no update)
+
+    def skip_summary(self) -> str:
+        """'skipped K of N samples (p%)', with the empty steps when there were any."""
+        share = len(self.skipped) / max(self.samples, 1)
+        text = f"skipped {len(self.skipped)} of {self.samples} samples ({share:.1%})"
+        if self.empty_steps:
+            text += f", {self.empty_steps} step(s) without update (every sample skipped)"
+        return text
 
 
 class TrainingInterruptedError(Exception):
@@ -104,6 +118,10 @@ class Trainer:
         self.elapsed_s = 0.0
         self.saved_step: int | None = None  # step of the newest checkpoint on disk
         self.identity = run_identity(cfg.to_dict(), env.world_size)
+        before = built_without(dataset)
+        self.skips = SkipLedger(len(dataset) + len(before), cfg.data.max_skip_fraction)
+        self._built_without = before
+        self.empty_steps = 0
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -213,7 +231,10 @@ class Trainer:
         if resume:
             self.resume()
         if self.step >= self.steps:
-            return TrainResult(self.step, self.elapsed_s, {}, "max_steps")
+            return self._result({}, "max_steps")
+        for reason in self.skips.add(self._built_without):
+            self._say(f"skipped sample {reason}")
+        self.skips.check()
         from dap_core.train.tasks import build_augment
 
         loader = make_loader(
@@ -235,6 +256,8 @@ class Trainer:
             )
         model.train()
         writer = self._writer()
+        if writer is not None and self.skips.count:
+            self._log_skips(writer)
         bar = self._progress()
         logs: dict[str, float] = {}
         stopped_by = "max_steps"
@@ -254,28 +277,43 @@ class Trainer:
                     stopped_by = "time_budget"
                     break
                 batch = _to_device(next(batches), self.device)
-                self._set_lr()
-                heartbeat.beat(self.step, phase := 1)
-                with autocast_context(cfg, self.device):
-                    loss, logs, pred = self.task.step(model, batch)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"non-finite loss at step {self.step}: {logs}")
-                self.optimizer.zero_grad(set_to_none=True)
-                heartbeat.beat(self.step, phase := 2)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    self.module.parameters(), cfg.optim.grad_clip or float("inf")
+                new, empty = exchange(
+                    batch["skipped"], batch["batch_size"] == 0, self.skips, self.env, self.device
                 )
-                self.optimizer.step()
+                if new:
+                    for reason in new:
+                        self._say(f"skipped sample {reason}")
+                    if writer is not None:
+                        self._log_skips(writer)
+                    self.skips.check()
+                if empty:
+                    self._say(f"step {self.step}: every sample of a batch was skipped: no update")
+                    self.empty_steps += 1
+                else:
+                    self._set_lr()
+                    heartbeat.beat(self.step, phase := 1)
+                    with autocast_context(cfg, self.device):
+                        loss, logs, pred = self.task.step(model, batch)
+                    if not torch.isfinite(loss):
+                        raise RuntimeError(f"non-finite loss at step {self.step}: {logs}")
+                    self.optimizer.zero_grad(set_to_none=True)
+                    heartbeat.beat(self.step, phase := 2)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        self.module.parameters(), cfg.optim.grad_clip or float("inf")
+                    )
+                    self.optimizer.step()
                 heartbeat.beat(self.step, phase := 3)
                 self.step += 1
                 self.elapsed_s = time.monotonic() - started
-                logs = {**logs, "grad_norm": float(grad_norm)}
-                if self.step % sched.log_every == 0 or self.step == self.steps:
+                if not empty:
+                    logs = {**logs, "grad_norm": float(grad_norm)}
+                if not empty and (self.step % sched.log_every == 0 or self.step == self.steps):
                     logs = all_reduce_mean(logs, self.env, self.device)
                     self._log(writer, bar, logs)
                 if (
                     writer is not None
+                    and not empty
                     and sched.preview_every
                     and self.step % sched.preview_every == 0
                 ):
@@ -284,6 +322,10 @@ class Trainer:
                     self.save()
                 if bar is not None:
                     bar.update(1)
+        except TooManySkippedError:
+            if writer is not None:  # keep the skip counts it was given
+                writer.close()
+            raise  # every rank holds the same ledger and stops at the same step
         except RuntimeError as err:
             late = heartbeat.late_ranks(self.step, phase) if self.env.distributed else ""
             if not late:
@@ -300,7 +342,22 @@ class Trainer:
             bar.close()
         if writer is not None:
             writer.close()
-        return TrainResult(self.step, self.elapsed_s, logs, stopped_by)
+        return self._result(logs, stopped_by)
+
+    def _result(self, logs: dict[str, float], stopped_by: str) -> TrainResult:
+        return TrainResult(
+            self.step,
+            self.elapsed_s,
+            logs,
+            stopped_by,
+            skipped=tuple(self.skips.reasons),
+            samples=self.skips.total,
+            empty_steps=self.empty_steps,
+        )
+
+    def _log_skips(self, writer) -> None:
+        writer.add_scalar("data/skipped_samples", self.skips.count, self.step)
+        writer.add_scalar("data/skipped_fraction", self.skips.fraction, self.step)
 
     def _set_lr(self) -> None:
         factor = lr_factor(self.cfg.optim, self.step, self.steps)
