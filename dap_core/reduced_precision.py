@@ -42,17 +42,23 @@ class PrecisionRefusedError(RuntimeError):
 # ------------------------------------------------------------------ hardware gate
 
 
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """CPU feature flags from /proc/cpuinfo (empty when unreadable, e.g. not on Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not on Linux
+        return ""
+
+
+def _flags_in(cpuinfo: str) -> set[str]:
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty when unreadable, e.g. not on Linux)."""
+    return _flags_in(_read_cpuinfo() if cpuinfo is None else cpuinfo)
 
 
 def cpu_identity(cpuinfo: str | None = None) -> str:
@@ -61,16 +67,12 @@ def cpu_identity(cpuinfo: str | None = None) -> str:
     A verdict measured on one CPU is not evidence for another (AMX, AVX-512 BF16/VNNI and AVX2
     kernels round differently), so the gate's cache key carries this.
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+    cpuinfo = _read_cpuinfo() if cpuinfo is None else cpuinfo
     model = next(
         (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
         platform.processor() or "unknown CPU",
     )
-    units = sorted(f for f in cpu_flags(cpuinfo) if f.startswith(("avx", "amx", "fma", "sse4")))
+    units = sorted(f for f in _flags_in(cpuinfo) if f.startswith(("avx", "amx", "fma", "sse4")))
     return f"{model} [{' '.join(units)}]"
 
 
