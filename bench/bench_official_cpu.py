@@ -8,7 +8,7 @@ dap_core.model.official), the same input, and run interleaved (official, project
 identity, and the ratio project / official of the median forward time is printed.
 
     .venv/bin/python bench/bench_official_cpu.py --official ../DAP [--encoder vitl]
-        [--size 512x1024] [--repeats 3] [--threads 2] [--profile] [--reduced]
+        [--size 512x1024] [--repeats 3] [--threads 2] [--profile] [--reduced [--reduced-kinds bf16]]
 
 The official import needs two stand-ins that do not touch the forward: `torchvision`
 (`transforms.Compose`, used only by `infer_image`) and the dinov3 hub modules for detectors,
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import time
 import types
@@ -114,7 +115,7 @@ def _profile(model, x, official: bool, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def reduced(official, project, x, repeats: int, threads: int) -> None:
+def reduced(official, project, x, repeats: int, threads: int, kinds: set[str]) -> None:
     """INT8 (onnxruntime dynamic quantisation of the linear layers) and BF16 (torch autocast,
     only with native BF16) vs the official FP32 forward, interleaved, with the accuracy gate's
     numbers (random weights: the masks sit near p = 0.5, so the mask IoU is pessimistic)."""
@@ -129,15 +130,19 @@ def reduced(official, project, x, repeats: int, threads: int) -> None:
 
     size = tuple(x.shape[-2:])
     thresholds = tuple(project.config.mask_thresholds)
-    cache = Path(tempfile.mkdtemp(prefix="dap_bench_"))
-    request = BuildRequest("cpu", "int8", thresholds, size, threads, cache)
-    fp32_path = request.onnx_file(load_source(project))
-    int8_path = rp.quantize_int8(fp32_path, cache / "int8.onnx")
-    fp32 = OnnxRuntimeRunner(fp32_path, threads, thresholds, spin=False)
-    int8 = OnnxRuntimeRunner(int8_path, threads, thresholds, spin=False)
-    candidates = {"onnxruntime int8": int8, "onnxruntime fp32": fp32}
+    candidates = {}
+    if "int8" in kinds:  # the FP32 export alone takes minutes for ViT-L
+        cache = Path(tempfile.mkdtemp(prefix="dap_bench_"))
+        request = BuildRequest("cpu", "int8", thresholds, size, threads, cache)
+        fp32_path = request.onnx_file(load_source(project))
+        int8_path = rp.quantize_int8(fp32_path, cache / "int8.onnx")
+        fp32 = OnnxRuntimeRunner(fp32_path, threads, thresholds, spin=False)
+        int8 = OnnxRuntimeRunner(int8_path, threads, thresholds, spin=False)
+        candidates = {"onnxruntime int8": int8, "onnxruntime fp32": fp32}
     native, why = rp.bf16_support()
-    if native:
+    if "bf16" not in kinds:
+        pass
+    elif native:
         candidates["torch bf16"] = TorchRunner(project, "cpu", "bf16", thresholds)
     else:
         print(f"torch bf16: refused here: {why}")
@@ -162,7 +167,7 @@ def reduced(official, project, x, repeats: int, threads: int) -> None:
             with torch.no_grad():
                 runner.run(xn, {})
             times[name].append(time.perf_counter() - start)
-    med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    med = {name: statistics.median(t) for name, t in times.items()}
     for name, value in med.items():
         speed = med["official fp32"] / value
         print(f"{name:17s} median {value:.3f} s = {speed:.2f}x the official FP32 rate (goal 2x)")
@@ -178,6 +183,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--reduced", action="store_true", help="also INT8 (onnxruntime) and BF16 (torch, gated)"
+    )
+    parser.add_argument(
+        "--reduced-kinds", default="int8,bf16", help="with --reduced: which of int8,bf16"
     )
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
@@ -219,12 +227,16 @@ def main() -> int:
             start = time.perf_counter()
             _forward(model, x, name == "official")
             times[name].append(time.perf_counter() - start)
-    med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name:9s} forward s: {', '.join(f'{v:.3f}' for v in t)} (median {med[name]:.3f})")
     print(f"project / official time: {med['project'] / med['official']:.3f}x (target <= 1.0)")
     if args.reduced:
-        reduced(official, project, x, args.repeats, args.threads)
+        kinds = {k.strip() for k in args.reduced_kinds.split(",") if k.strip()}
+        if not kinds or not kinds <= {"int8", "bf16"}:
+            print(f"error: --reduced-kinds takes int8 and/or bf16, got {args.reduced_kinds!r}")
+            return 2
+        reduced(official, project, x, args.repeats, args.threads, kinds)
     if args.profile:
         for name, model in (("official", official), ("project", project)):
             print(f"--- {name}: torch.profiler, self CPU time per op")

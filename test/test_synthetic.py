@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -351,3 +352,34 @@ def test_batched_intersections_equal_one_by_one():
         # The comparison saw many hits, on sides, tops and bottoms.
         assert hits > sum(counts) // 10, cls
         assert len(faces) >= {Box: 5, Cylinder: 3, Sphere: 1}[cls], (cls, faces)
+
+
+def _chattr(flag: str, path) -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None or os.geteuid() != 0:
+        return False
+    return subprocess.run(["chattr", flag, str(path)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "immutable"])
+def test_dap_synth_unwritable_output_is_one_line(tmp_path, capsys, where):
+    from dap_core.cli import main
+
+    if where == "under_a_file":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "out"
+    else:
+        out = tmp_path / "frozen"
+        out.mkdir()
+        if not _chattr("+i", out):
+            pytest.skip("needs root, chattr and a filesystem with the immutable attribute")
+    try:
+        assert main(["synth", "--out", str(out), "--n", "1", "--size", "16x32"]) == 1
+    finally:
+        if where == "immutable":
+            _chattr("-i", out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0], err
+    assert "Traceback" not in err[0]

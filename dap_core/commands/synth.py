@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from dap_core.commands.common import parse_panorama_size
+from dap_core.commands.common import parse_panorama_size, prepare_output_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,11 +50,37 @@ def preview(sample) -> np.ndarray:
     return np.concatenate([np.pad(sample.rgb, pad), rng, np.pad(normals, pad)], axis=1)
 
 
+def _save(path, data: bytes) -> None:
+    """Atomically, with a full disk or unwritable path as one line naming the file."""
+    from dap_core.files import atomic_write_bytes, write_error
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        raise write_error(path, err) from err
+
+
+def _png(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError(f"could not encode a {image.shape} PNG")
+    return encoded.tobytes()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    import cv2
-    import numpy as np
 
     from dap_core.data.synthetic import generate_panorama
 
@@ -62,22 +88,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     height, width = parse_panorama_size(args.size)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out)  # one line for a path under a file or an immutable folder
     scene = None if args.scene == "any" else args.scene
     rows = ["seed,scene,domain,rgb,range,normals"]
     for i in range(args.n):
         seed = args.seed + i
         s = generate_panorama(seed, height, width, scene=scene, domain=args.domain)
         stem = f"{seed:05d}"
-        cv2.imwrite(str(out / f"{stem}_rgb.png"), s.rgb[:, :, ::-1])
-        np.save(out / f"{stem}_range.npy", s.range_m)
-        np.save(out / f"{stem}_normals.npy", s.normals)
+        _save(out / f"{stem}_rgb.png", _png(s.rgb[:, :, ::-1]))
+        _save(out / f"{stem}_range.npy", _npy(s.range_m))
+        _save(out / f"{stem}_normals.npy", _npy(s.normals))
         if not args.no_preview:
-            cv2.imwrite(str(out / f"{stem}_preview.png"), preview(s)[:, :, ::-1])
+            _save(out / f"{stem}_preview.png", _png(preview(s)[:, :, ::-1]))
         rows.append(
             f"{seed},{s.scene},{s.domain},{stem}_rgb.png,{stem}_range.npy,{stem}_normals.npy"
         )
         print(f"{stem}: {s.scene:7s} {s.domain}")
-    (out / "index.csv").write_text("\n".join(rows) + "\n")
+    _save(out / "index.csv", ("\n".join(rows) + "\n").encode())
     print(f"wrote {args.n} panoramas ({height}x{width}) to {out}")
     return 0
