@@ -12,6 +12,7 @@ each). Ratio = remap ms / bare remap ms (the overhead of the seam blend; 1.0 wou
 Target: ratio <= 1.5.
 
 Usage: .venv/bin/python bench/bench_fisheye.py [--rounds 7] [--frames 20] [--layout side_by_side]
+       [--threads N]   (OpenCV threads for both; 0 = OpenCV's default)
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--layout", choices=tuple(LAYOUTS), default="side_by_side")
     parser.add_argument("--out-height", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.threads:
+        cv2.setNumThreads(args.threads)
     path, size = LAYOUTS[args.layout]
     calibration = load_calibration(path).for_image(*size)
     remapper = FisheyeRemapper(calibration, args.out_height, 2 * args.out_height)
