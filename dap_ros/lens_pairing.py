@@ -6,10 +6,12 @@ frame of one lens pairs with the waiting frame of the other lens whose stamp is 
 own, if they differ by at most `tolerance_ns`. A frame nobody pairs is discarded and counted
 (`unmatched`, per lens) when it has waited `max_wait_s` (its partner is lost or its lens
 silent), when its lens's queue already holds `queue_size` frames (the oldest goes), when a
-newer pair of its lens was already emitted (it can no longer be published in order), or when
-it arrives after such a pair (late). Pure Python, no ROS: the node feeds it stamps in
-nanoseconds and monotonic arrival times in seconds, and calls `expire` from a timer so that a
-silent lens is noticed even when no frame arrives.
+newer pair of its lens was already emitted (it can no longer be published in order), or when it
+arrives after such a pair (late). A stamp more than `rewind_ns` older than the last pair is
+taken for a clock that jumped back (a looping `ros2 bag play`, a restarted simulation): the
+pairer starts afresh instead of calling every later frame late. Pure Python, no ROS: the node
+feeds it stamps in nanoseconds and monotonic arrival times in seconds, and calls `expire` from
+a timer so that a silent lens is noticed even when no frame arrives.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ __all__ = ["UNMATCHED_REASONS", "LensPair", "LensPairer"]
 T = TypeVar("T")
 
 # Why a frame went unpaired (the keys of LensPairer.reasons).
-UNMATCHED_REASONS = ("expired", "overflow", "stale", "late")
+UNMATCHED_REASONS = ("expired", "overflow", "stale", "late", "rewind")
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,15 @@ class LensPairer(Generic[T]):
     max_wait_s: longest a frame waits for its partner (monotonic seconds).
     queue_size: frames kept waiting per lens.
     on_unmatched(lens, reason): called for each discarded frame (reason in UNMATCHED_REASONS).
+    rewind_ns: how far back a stamp may go before the clock counts as restarted.
     """
 
     tolerance_ns: int
     max_wait_s: float
     queue_size: int = 4
     on_unmatched: Callable[[int, str], None] | None = None
+    rewind_ns: int = 1_000_000_000
+    rewinds: int = 0
     unmatched: list[int] = field(default_factory=lambda: [0, 0])
     reasons: dict[str, int] = field(default_factory=lambda: dict.fromkeys(UNMATCHED_REASONS, 0))
     pairs: int = 0
@@ -77,6 +82,9 @@ class LensPairer(Generic[T]):
             raise ValueError(f"lens must be 0 or 1, got {lens}")
         self.expire(now_s)
         last = self._last_paired[lens]
+        if last is not None and stamp_ns < last - self.rewind_ns:
+            self._restart()
+            last = None
         if last is not None and stamp_ns <= last:
             self._drop(lens, "late")
             return None
@@ -112,6 +120,15 @@ class LensPairer(Generic[T]):
                 self._drop(lens, "expired")
                 dropped += 1
         return dropped
+
+    def _restart(self) -> None:
+        """The clock went back: drop what waits (from before the jump) and every pair stamp."""
+        for lens, queue in enumerate(self._queues):
+            for _ in range(len(queue)):
+                self._drop(lens, "rewind")
+            queue.clear()
+        self._last_paired = [None, None]
+        self.rewinds += 1
 
     def waiting(self, lens: int) -> int:
         """Frames of `lens` waiting for a partner."""

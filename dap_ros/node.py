@@ -356,6 +356,7 @@ class DapNode(Node):
             "overflow": f"{_LENS_QUEUE} lens{lens} frames were already waiting",
             "stale": "a newer pair was published first",
             "late": "it is older than the last pair published",
+            "rewind": "the stamps went back (bag loop, restarted clock): pairing restarted",
         }[reason]
         self._problem("unmatched", f"lens{lens} frame unmatched: {why}")
 

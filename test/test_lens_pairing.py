@@ -106,3 +106,20 @@ def test_bad_settings_are_refused(arguments):
 def test_only_two_lenses():
     with pytest.raises(ValueError, match="lens must be 0 or 1"):
         _pairer().add(2, 0, None, 0.0)
+
+
+def test_a_clock_that_jumps_back_restarts_the_pairing_instead_of_refusing_all_frames():
+    pairer = _pairer(tolerance_ms=1.0)
+    start = 50_000 * MS
+    for k in range(3):
+        assert pairer.add(0, start + k * FRAME, k, 0.0) is None
+        assert pairer.add(1, start + k * FRAME, k, 0.0) is not None
+    pairer.add(0, start + 3 * FRAME, "waiting", 0.0)
+    # `ros2 bag play --loop` starts again at the recording's first stamp, 10 s earlier.
+    looped = start - 10_000 * MS
+    assert pairer.add(0, looped, "a", 0.1) is None
+    assert pairer.rewinds == 1 and pairer.reasons["rewind"] == 1  # the waiting frame
+    assert pairer.add(1, looped, "b", 0.1).lens0 == "a"
+    # A stamp only a little older than the last pair is late, not a restart.
+    assert pairer.add(1, looped - 5 * MS, "old", 0.1) is None
+    assert pairer.reasons["late"] == 1 and pairer.rewinds == 1
