@@ -307,6 +307,9 @@ def test_fisheye_preview_writes_the_erp_and_refuses_bad_input(tmp_path, capsys):
     assert main([*args, "--height", "64"]) == 0
     preview = cv2.imread(str(out))
     assert preview.shape == (64, 128, 3)
+    yellow = (preview == (0, 255, 255)).all(axis=-1)  # BGR: the equal-weight line
+    # Back-to-back lenses: the seam is the meridian pair ±90°, crossed by every row twice.
+    assert all(np.count_nonzero(yellow[row]) >= 2 for row in range(64))
     assert "100.0% of the sphere seen" in capsys.readouterr().out
     assert main([*args[:2], str(tmp_path / "missing.yaml"), *args[3:]]) == 1
     assert "cannot read" in capsys.readouterr().err
