@@ -15,7 +15,8 @@ Calibration YAML (pixel coordinates in OpenCV's convention: the centre of pixel 
             | two_images        # two images (two topics), lens 0 and lens 1
     image_size: [width, height] # of the whole image (side_by_side) or of each lens image;
                                 # frames of another size with the same aspect are scaled
-    blend_deg: 10.0             # width of the cross-fade where both lenses see (0 = hard seam)
+    blend_deg: 10.0             # width of the cross-fade, centred on the seam, where both
+                                # lenses see (0 = hard seam)
     lenses:                     # exactly two
       - name: front
         centre: [cx, cy]        # principal point, pixels, in this lens's own image / half
@@ -57,11 +58,10 @@ __all__ = [
 ]
 
 LAYOUTS = ("side_by_side", "two_images")
-_ROW = 4096  # overlap pixels per row of the secondary map
-
-
-def flat_channels(image: np.ndarray) -> int:
-    return 1 if image.ndim == 2 else image.shape[2]
+# Cross-faded pixels are blended in rectangles: _BAND rows high, joining column runs less
+# than _JOIN_GAP apart (fewer, slightly larger rectangles: each costs two OpenCV calls).
+_BAND = 16
+_JOIN_GAP = 8
 
 
 class CalibrationError(ValueError):
@@ -242,31 +242,69 @@ def _erp_rays(height: int, width: int) -> np.ndarray:
     return pixel_rays(height, width, dtype=torch.float64).numpy()  # [H, W, 3]
 
 
-def _lens_weights(
-    lens: LensCalibration, pixels: np.ndarray, theta: np.ndarray, size, blend: float
-) -> np.ndarray:
-    """Blend weight in [0, 1] of a lens for each ray: 0 outside its field of view or image,
-    rising linearly over `blend` radians inside its field-of-view edge."""
+def _lens_view(
+    lens: LensCalibration, rays: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pixels [..., 2], seen bool [...], margin [...]) of panorama rays in one lens: `seen`
+    where the ray is inside its field of view and its image, `margin` = fov / 2 − θ (radians,
+    how far inside the field-of-view edge the ray lies)."""
     width, height = size
-    inside = (
-        (theta <= lens.fov / 2)
-        & (pixels[..., 0] >= -0.5)
-        & (pixels[..., 0] <= width - 0.5)
-        & (pixels[..., 1] >= -0.5)
-        & (pixels[..., 1] <= height - 0.5)
-    )
-    ramp = np.clip((lens.fov / 2 - theta) / blend, 0.0, 1.0) if blend > 0 else np.ones_like(theta)
-    return np.where(inside, np.maximum(ramp, 1e-9), 0.0)
+    pixels, theta = lens.project(rays)
+    margin = lens.fov / 2 - theta
+    with np.errstate(invalid="ignore"):  # NaN θ (no inverse) is not seen
+        seen = (
+            (margin >= 0)
+            & (pixels[..., 0] >= -0.5)
+            & (pixels[..., 0] <= width - 0.5)
+            & (pixels[..., 1] >= -0.5)
+            & (pixels[..., 1] <= height - 0.5)
+        )
+    return pixels, seen, margin
+
+
+def _lens0_share(seen0, seen1, margin0, margin1, blend: float) -> np.ndarray:
+    """Lens 0's weight in [0, 1] per ray: 1 where only it sees, 0 where only lens 1 does;
+    where both see, a cross-fade `blend` radians wide centred on the seam (the rays equally
+    far inside both fields of view), lens 0 winning ties with blend 0 (a hard seam)."""
+    # gap > 0: deeper inside lens 0. Across the seam of back-to-back lenses it changes by 2
+    # per radian (one margin grows as the other shrinks), hence the 2 * blend.
+    gap = np.where(seen0 & seen1, margin0 - margin1, 0.0)
+    hard = (gap >= 0).astype(np.float64)
+    fade = np.clip(0.5 + gap / (2 * blend), 0.0, 1.0) if blend > 0 else hard
+    return np.where(seen0 & seen1, fade, seen0.astype(np.float64))
+
+
+def _column_runs(columns: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """[start, end) runs of sorted column indices, joining runs less than `gap` apart."""
+    breaks = np.flatnonzero(np.diff(columns) > gap)
+    starts = np.r_[columns[0], columns[breaks + 1]]
+    ends = np.r_[columns[breaks], columns[-1]] + 1
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class _Box:
+    """One rectangle of the ERP holding cross-faded pixels (rows, cols) and where it lies in
+    the packed canvases (rows, cols)."""
+
+    erp: tuple[slice, slice]
+    canvas: tuple[slice, slice]
 
 
 class FisheyeRemapper:
     """Dual-fisheye image(s) -> ERP panorama [H, W] with maps built once.
 
     Every seen ERP pixel reads its primary lens (the one with the larger weight) in one
-    cv2.remap over the whole panorama; the pixels where both lenses see and the secondary
-    one has weight (the overlap band, a few percent) read it too, through a second remap of
-    only those pixels, and are cross-faded. `unseen` marks ERP pixels no lens sees (their
-    colour is 0; the node publishes NaN range there).
+    cv2.remap over the whole panorama. The cross-faded pixels (both lenses see, within
+    `blend` of the seam: about 15 % of the ERP for 195° lenses) are covered by rectangles
+    (_BAND rows high, one per run of columns), packed side by side into a small canvas: a
+    second cv2.remap reads the secondary lens there, the primary's pixels are copied there,
+    and the cross-fade runs once over the canvas with weights precomputed at start (the
+    primary's weight is 1 where a rectangle holds a pixel that is not faded). For uint8
+    images the fade is fixed point (cv2.multiply by weights in 1/255 steps, cv2.add): within
+    1.5 levels of the exact blend (two roundings of at most half a level, and the weight
+    rounded to 1/255 moves the result by at most half a level), and exact outside the fade.
+    `unseen` marks ERP pixels no lens sees (their colour is 0; the node publishes NaN range).
     Two-image input is placed side by side first (one copy), so both layouts share the path.
     """
 
@@ -277,40 +315,69 @@ class FisheyeRemapper:
         self.height, self.width = height, width
         lens_w, lens_h = calibration.lens_size
         rays = _erp_rays(height, width)
-        coords, weights = [], []
-        for index, lens in enumerate(calibration.lenses):
-            pixels, theta = lens.project(rays)
-            weights.append(_lens_weights(lens, pixels, theta, (lens_w, lens_h), calibration.blend))
-            pixels[..., 0] += index * lens_w  # lens 1 sits in the right half
-            coords.append(pixels)
-        w0, w1 = weights
-        primary_is_1 = w1 > w0
+        (px0, seen0, m0), (px1, seen1, m1) = (
+            _lens_view(lens, rays, (lens_w, lens_h)) for lens in calibration.lenses
+        )
+        px1[..., 0] += lens_w  # lens 1 sits in the right half
+        share0 = _lens0_share(seen0, seen1, m0, m1, calibration.blend)
+        primary_is_1 = share0 < 0.5
         self.primary_is_lens1 = primary_is_1  # bool [H, W]
-        total = w0 + w1
-        self.unseen = total <= 0.0  # bool [H, W]
-        primary = np.where(primary_is_1[..., None], coords[1], coords[0]).astype(np.float32)
+        self.unseen = ~(seen0 | seen1)  # bool [H, W]
+        primary = np.where(primary_is_1[..., None], px1, px0).astype(np.float32)
         primary[self.unseen] = -1e4  # outside the source: the border colour 0
         self._map1, self._map2 = cv2.convertMaps(primary[..., 0], primary[..., 1], cv2.CV_16SC2)
-        both = (w0 > 0) & (w1 > 0)
-        self.overlap = np.flatnonzero(both)  # flat ERP indices cross-faded
-        secondary = np.where(primary_is_1[..., None], coords[0], coords[1]).reshape(-1, 2)
-        # cv2.remap takes maps below 32767 columns: the N overlap pixels as rows of _ROW.
-        n = self.overlap.size
-        rows = -(-n // _ROW)
-        sec = np.full((rows * _ROW, 2), -1e4, np.float32)
-        sec[:n] = secondary[self.overlap]
-        sec = sec.reshape(rows, _ROW, 2)
-        self._sec1, self._sec2 = cv2.convertMaps(sec[..., 0], sec[..., 1], cv2.CV_16SC2)
-        w_primary = np.maximum(w0, w1).ravel()[self.overlap]
-        self._primary_share = (w_primary / total.ravel()[self.overlap]).astype(np.float32)[:, None]
+        faded = (share0 > 0) & (share0 < 1)
+        self.overlap = np.flatnonzero(faded)  # flat ERP indices cross-faded
+        share = np.maximum(share0, 1.0 - share0).astype(np.float32)  # the primary's weight
+        self._share = share  # [H, W]
+        secondary = np.where(primary_is_1[..., None], px0, px1).astype(np.float32)
+        self._boxes, canvas_map, weight = self._pack(faded, share, secondary)
+        self._canvas_maps = (
+            cv2.convertMaps(canvas_map[..., 0], canvas_map[..., 1], cv2.CV_16SC2)
+            if self._boxes
+            else None
+        )
+        self._weight = weight  # float32 [rows, W]: the primary's weight on the canvas
+        self._weight8 = np.rint(weight * 255).astype(np.uint8)  # the same in 1/255 steps
+        self._canvases: dict = {}  # (shape, dtype) -> canvases and weights for that input
         self._joined: np.ndarray | None = None
-        for array in (self.unseen, self.overlap):
+        for array in (self.unseen, self.overlap, self.primary_is_lens1):
             array.setflags(write=False)
+
+    def _pack(
+        self, faded: np.ndarray, share: np.ndarray, secondary: np.ndarray
+    ) -> tuple[list[_Box], np.ndarray, np.ndarray]:
+        """Rectangles covering the faded pixels, packed in shelves _BAND rows high into a
+        canvas as wide as the ERP; the canvas's secondary-lens map [rows, W, 2] and the
+        primary's weight there [rows, W]."""
+        boxes, placed = [], []
+        x = y = 0
+        for top in range(0, self.height, _BAND):
+            bottom = min(top + _BAND, self.height)
+            columns = np.flatnonzero(faded[top:bottom].any(axis=0))
+            if not columns.size:
+                continue
+            for left, right in _column_runs(columns, _JOIN_GAP):
+                if x + right - left > self.width:  # next shelf
+                    x, y = 0, y + _BAND
+                placed.append(((top, bottom, left, right), (y, x)))
+                x += right - left
+        rows_needed = y + _BAND if placed else 0
+        canvas_map = np.full((rows_needed, self.width, 2), -1e4, np.float32)
+        weight = np.ones((rows_needed, self.width), np.float32)
+        for (top, bottom, left, right), (row, col) in placed:
+            rows = slice(row, row + bottom - top)
+            cols = slice(col, col + right - left)
+            canvas_map[rows, cols] = secondary[top:bottom, left:right]
+            box = (slice(top, bottom), slice(left, right))
+            weight[rows, cols] = np.where(faded[box], share[box], 1.0)
+            boxes.append(_Box(box, (rows, cols)))
+        return boxes, canvas_map, weight
 
     @property
     def primary_share(self) -> np.ndarray:
         """float32 [N]: the primary lens's weight in each overlap pixel (0.5 on the seam)."""
-        return self._primary_share[:, 0]
+        return self._share.ravel()[self.overlap]
 
     @property
     def primary_maps(self) -> tuple[np.ndarray, np.ndarray]:
@@ -362,18 +429,45 @@ class FisheyeRemapper:
             borderMode=cv2.BORDER_CONSTANT,
             borderValue=0,
         )
-        if self.overlap.size:
-            n = self.overlap.size
-            other = cv2.remap(source, self._sec1, self._sec2, cv2.INTER_LINEAR)
-            other = other.reshape(-1, flat_channels(erp))[:n].astype(np.float32)  # [N, C]
-            flat = erp.reshape(self.height * self.width, -1)
-            mine = flat[self.overlap].astype(np.float32)
-            share = self._primary_share
-            blended = mine * share + other * (1 - share)
+        if not self._boxes:
+            return erp
+        mine, other, w_mine, w_other = self._canvases_for(source, erp.dtype)
+        cv2.remap(
+            source,
+            *self._canvas_maps,
+            cv2.INTER_LINEAR,
+            dst=other,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+        for box in self._boxes:
+            mine[box.canvas] = erp[box.erp]
+        if erp.dtype == np.uint8:
+            cv2.multiply(mine, w_mine, dst=mine, scale=1 / 255)
+            cv2.multiply(other, w_other, dst=other, scale=1 / 255)
+            cv2.add(mine, other, dst=mine)
+        else:
+            blended = mine * w_mine + other * w_other
             if np.issubdtype(erp.dtype, np.integer):
                 blended = np.rint(blended)
-            flat[self.overlap] = blended.astype(erp.dtype)
+            mine[...] = blended.astype(erp.dtype)
+        for box in self._boxes:
+            erp[box.erp] = mine[box.canvas]
         return erp
+
+    def _canvases_for(self, source: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        """(primary canvas, secondary canvas, their weights) shaped like the input's pixels:
+        uint8 weights in 1/255 steps for uint8 images, float32 otherwise; built once each."""
+        channels = source.shape[2:]
+        key = (channels, np.dtype(dtype))
+        if key not in self._canvases:
+            shape = (*self._weight.shape, *channels)
+            weight = self._weight8 if dtype == np.uint8 else self._weight
+            if channels:
+                weight = np.repeat(weight[..., None], channels[0], axis=-1)
+            other = (255 - weight) if dtype == np.uint8 else (1 - weight)
+            self._canvases[key] = (np.zeros(shape, dtype), np.zeros(shape, dtype), weight, other)
+        return self._canvases[key]
 
 
 def erp_to_fisheye(

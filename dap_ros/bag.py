@@ -5,7 +5,9 @@ each frame as the node does (dap_ros.decode), run the same predictor the node wo
 from the same parameters (dap_ros.predictors), compute the same outputs
 (dap_ros.frame_outputs) and write them as rosbags-serialized messages carrying the input's
 header stamps and frame ids, at the input record's timestamp. Frames are batched through the
-predictor when asked (`batch`), which helps GPU backends.
+predictor when asked (`batch`), which helps GPU backends. With `fisheye_calibration` of
+layout side_by_side each frame is remapped to ERP first (dap_ros.fisheye_input) and pixels no
+lens sees get NaN range, as in the node; two lens topics (two_images) are refused.
 
 The output bag is written inside a hidden `.<name>.partial` directory beside OUT and moved to
 OUT only once complete: an interrupted run leaves no bag at OUT, and the next run removes the
@@ -15,6 +17,7 @@ stale partial directory and starts again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import sys
 import time
@@ -115,6 +118,8 @@ def check_job(job: BagJob) -> None:
         raise ValueError("the output bag must not be the input bag")
     if job.dest.exists() and not job.overwrite:
         raise ValueError(f"output {job.dest} exists (pass --overwrite to replace it)")
+    if job.settings.fisheye_calibration:
+        _fisheye_input(job.settings)
     from rosbags.rosbag2 import Reader, ReaderError
 
     try:
@@ -122,6 +127,19 @@ def check_job(job: BagJob) -> None:
             _image_connection(reader, job.topic)
     except ReaderError as err:
         raise ValueError(f"cannot read the bag {job.source}: {err}") from err
+
+
+def _fisheye_input(s: Settings):
+    """The side-by-side remapper of `fisheye_calibration`; ValueError for two lens topics."""
+    from dap_ros.fisheye_input import FisheyeInput
+
+    fisheye = FisheyeInput(s.fisheye_calibration, s.fisheye_erp_height)
+    if fisheye.two_images:
+        raise ValueError(
+            f"{s.fisheye_calibration}: dap bag takes one image topic (side_by_side); pairing"
+            " two lens topics (two_images) is done by the node only"
+        )
+    return fisheye
 
 
 def _image_connection(reader, topic: str | None):
@@ -214,17 +232,21 @@ def process_bag(
             wanted = frozenset(job.outputs)
             workspace = projection.Workspace()
             temporal = TemporalFilter()
-            pending: list[tuple[int, Any, np.ndarray]] = []  # (timestamp, header, rgb)
+            fisheye = _fisheye_input(s) if s.fisheye_calibration else None
+            pending: list[tuple] = []  # (timestamp, header, rgb, unseen or None)
 
             def flush() -> None:
                 if not pending:
                     return
-                frames = np.stack([rgb for _, _, rgb in pending])
+                frames = np.stack([rgb for _, _, rgb, _ in pending])
                 before = time.perf_counter()
                 batch = predictor.predict(frames if len(pending) > 1 else frames[0])
                 per_frame = (time.perf_counter() - before) * 1e3 / len(pending)
-                for index, (timestamp, header, rgb) in enumerate(pending):
+                for index, (timestamp, header, rgb, unseen) in enumerate(pending):
                     prediction = _split(batch, index) if len(pending) > 1 else batch
+                    if unseen is not None:  # no lens sees these pixels: NaN (REP 117)
+                        range_m = np.where(unseen, np.float32(np.nan), prediction.range_m)
+                        prediction = dataclasses.replace(prediction, range_m=range_m)
                     if prediction.range_m.shape != rgb.shape[:2]:
                         raise RuntimeError(
                             f"predictor returned range {prediction.range_m.shape} for an "
@@ -271,13 +293,20 @@ def process_bag(
                     except Exception as err:  # a message rosbags cannot deserialize
                         summary.skipped[f"undecodable message: {type(err).__name__}"] += 1
                         continue
+                    unseen = None
+                    if fisheye is not None:
+                        try:
+                            rgb, unseen = fisheye.to_erp(rgb)
+                        except ValueError as err:
+                            summary.skipped[f"bad fisheye image: {err}"] += 1
+                            continue
                     stamp = msg.header.stamp
                     header = serializer.header(
                         stamp.sec, stamp.nanosec, s.frame_id or msg.header.frame_id
                     )
                     if pending and pending[0][2].shape != rgb.shape:
                         flush()
-                    pending.append((timestamp, header, rgb))
+                    pending.append((timestamp, header, rgb, unseen))
                     if len(pending) >= job.batch:
                         flush()
                     bar.set_postfix(processed=summary.processed, refresh=False)

@@ -50,12 +50,15 @@ class FrameTooLargeError(InputError):
     """A well-formed panorama wider than the largest the caller supports (its `max_width`)."""
 
 
-def check_panorama_size(height: int, width: int, max_width: int = MAX_PANORAMA_WIDTH) -> None:
-    """Raise InputError unless height x width (pixels) is a usable 2:1 ERP panorama no wider
-    than `max_width` (FrameTooLargeError, checked before any pixel is decoded)."""
+def check_panorama_size(
+    height: int, width: int, max_width: int = MAX_PANORAMA_WIDTH, *, erp: bool = True
+) -> None:
+    """Raise InputError unless height x width (pixels) is a usable 2:1 ERP panorama (with
+    `erp` False: a usable image of any aspect, e.g. one fisheye lens) no wider than
+    `max_width` (FrameTooLargeError, checked before any pixel is decoded)."""
     if height <= 0 or width <= 0:
         raise InputError(f"image has zero size ({width}x{height})")
-    if width != 2 * height:
+    if erp and width != 2 * height:
         raise InputError(
             f"image is {width}x{height}, not a 2:1 equirectangular panorama (width = 2 x height)"
         )
@@ -70,19 +73,20 @@ def check_panorama_size(height: int, width: int, max_width: int = MAX_PANORAMA_W
         )
 
 
-def image_to_rgb(msg, max_width: int = MAX_PANORAMA_WIDTH) -> np.ndarray:
+def image_to_rgb(msg, max_width: int = MAX_PANORAMA_WIDTH, *, erp: bool = True) -> np.ndarray:
     """RGB pixels of a raw panorama: uint8 [H, W, 3] (a read-only view of msg.data for rgb8).
 
     Accepts rgb8, bgr8, rgba8, bgra8 and mono8 with any row padding (step). Raises InputError
-    on an unsupported encoding, a non-2:1 or absurd size, a step shorter than a row, or data
-    shorter than step x height; FrameTooLargeError when wider than `max_width`.
+    on an unsupported encoding, a non-2:1 (unless `erp` is False) or absurd size, a step
+    shorter than a row, or data shorter than step x height; FrameTooLargeError when wider
+    than `max_width`.
     """
     encoding = msg.encoding
     if encoding not in ENCODING_CHANNELS:
         supported = ", ".join(ENCODING_CHANNELS)
         raise InputError(f"unsupported encoding '{encoding}' (supported: {supported})")
     height, width = int(msg.height), int(msg.width)
-    check_panorama_size(height, width, max_width)
+    check_panorama_size(height, width, max_width, erp=erp)
     channels = ENCODING_CHANNELS[encoding]
     row_bytes = width * channels
     step = int(msg.step)
@@ -146,18 +150,19 @@ def compressed_size(data: bytes) -> tuple[str, int, int]:
     raise InputError("corrupt JPEG: no frame header (SOF) found")
 
 
-def compressed_to_rgb(msg, max_width: int = MAX_PANORAMA_WIDTH) -> np.ndarray:
+def compressed_to_rgb(msg, max_width: int = MAX_PANORAMA_WIDTH, *, erp: bool = True) -> np.ndarray:
     """Decoded RGB pixels of a JPEG/PNG panorama, uint8 [H, W, 3].
 
     The format is read from the bytes (the `format` string varies between publishers). Raises
-    InputError on an empty or corrupt image, or a size that is not a usable 2:1 panorama;
-    FrameTooLargeError when wider than `max_width` (read from the header, nothing decoded).
+    InputError on an empty or corrupt image, or a size that is not a usable 2:1 panorama
+    (any aspect with `erp` False); FrameTooLargeError when wider than `max_width` (read from
+    the header, nothing decoded).
     """
     data = bytes(msg.data)
     if not data:
         raise InputError("compressed image is empty")
     kind, height, width = compressed_size(data)
-    check_panorama_size(height, width, max_width)
+    check_panorama_size(height, width, max_width, erp=erp)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if decoded is None:
         raise InputError(f"corrupt {kind.upper()}: the decoder rejected {len(data)} bytes")

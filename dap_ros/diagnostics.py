@@ -22,6 +22,8 @@ _COUNTERS = (
     "bad_input",
     "failed",
     "imu_rejected",  # IMU samples not taken as gravity (magnitude off 1 g)
+    "lens_received",  # two lens topics: lens frames arrived (either lens)
+    "unmatched",  # two lens topics: lens frames dropped without a partner
 )
 
 
@@ -47,6 +49,8 @@ class FrameStats:
     received: arrived; processed: published; dropped: replaced by a newer frame before the
     worker took them; idle: skipped because nobody subscribed; bad_input: could not be decoded;
     failed: inference or publishing raised; imu_rejected: IMU samples not taken as gravity.
+    With two lens topics `received` counts lens pairs, `lens_received` lens frames, and
+    `unmatched` lens frames dropped without a partner (dap_ros.lens_pairing says why).
     """
 
     last_problem: str = ""
@@ -101,14 +105,18 @@ def diagnostic_array(report: StatsReport, name: str, backend: str, stamp, idle: 
     """DiagnosticArray holding one status for the node.
 
     OK while running or waiting (no images, or `idle`: nobody subscribes); WARN when some
-    frames of the period were bad or failed; ERROR when frames arrived and none came out.
+    frames of the period were bad, failed or (lens frames) found no partner; ERROR when frames
+    arrived and none came out.
     """
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from std_msgs.msg import Header
 
     status = DiagnosticStatus(name=name, hardware_id=backend)
-    trouble = report.new["bad_input"] + report.new["failed"]
-    if report.new["received"] == 0:
+    trouble = report.new["bad_input"] + report.new["failed"] + report.new["unmatched"]
+    if report.new["received"] == 0 and report.new["unmatched"]:
+        status.level = DiagnosticStatus.WARN
+        status.message = f"no lens pairs: {report.last_problem}"
+    elif report.new["received"] == 0:
         status.level, status.message = DiagnosticStatus.OK, "waiting for images"
     elif idle and report.new["processed"] == 0:
         status.level, status.message = DiagnosticStatus.OK, "idle: nobody subscribes"

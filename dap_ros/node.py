@@ -1,7 +1,10 @@
 """The DAP perception node: one 360° ERP image in; range, range mask, cloud, scan and preview out.
 
 Topics (relative names, so a namespace or remapping places them):
-  in   image (sensor_msgs/Image) or image/compressed (CompressedImage), ERP, width = 2 x height
+  in   image (sensor_msgs/Image) or image/compressed (CompressedImage), ERP, width = 2 x height;
+       with `fisheye_calibration` a dual-fisheye image (side_by_side) or, for a two_images
+       calibration, lens0 and lens1 (image_topic unused), paired by stamp within
+       pair_tolerance_s, a frame waiting at most max_pair_wait_s (dap_ros.lens_pairing)
   out  depth/image       32FC1 range in metres along each pixel's ray (not REP 118 z-depth);
                          +inf beyond the range mask / max_range (no return), −inf closer than
                          min_range, NaN invalid (REP 117)
@@ -10,7 +13,8 @@ Topics (relative names, so a namespace or remapping places them):
        scan              LaserScan, 360°, from the points inside a height band
        depth/colored     rgb8 preview with a colour bar
        /diagnostics      rates, latency, dropped frames, backend
-Every output carries the input's stamp; frame_id is the `frame_id` parameter or the input's.
+Every output carries the input's stamp (of lens 0 for a lens pair); frame_id is the `frame_id`
+parameter or the input's.
 
 Threads: the subscription callback only stores the newest frame (FrameSlot); a worker thread
 decodes, runs the predictor and publishes; frames replaced while it works are dropped and
@@ -55,6 +59,7 @@ from dap_ros import conversions, projection
 from dap_ros.diagnostics import FrameStats, diagnostic_array
 from dap_ros.fisheye_input import FisheyeInput
 from dap_ros.frame_slot import FrameSlot
+from dap_ros.lens_pairing import LensPair, LensPairer
 from dap_ros.mount import MountState
 from dap_ros.params import PARAMETERS, Settings, declare_all, read_settings
 from dap_ros.predictors import HeadPredictors, PredictorLike, head_predictors
@@ -68,6 +73,7 @@ PARAMETER_NAMES = frozenset(spec.name for spec in PARAMETERS)
 WARN_EVERY_S = 5.0  # a repeated problem is logged at most once per this many seconds
 _WORKER_POLL_S = 0.1
 _FRAME_TIMEOUT_S = 60.0  # longest wait for the frame in flight when topics are removed
+_LENS_QUEUE = 8  # lens frames waiting for a partner, per lens (a memory bound; the wait rules)
 
 
 class _Throttle:
@@ -135,7 +141,7 @@ class DapNode(Node):
         self._failed_heads: dict[int, str] = {}  # threshold -> why its predictor did not build
         self.backend = "none"
         self.stats = FrameStats()
-        self._slot: FrameSlot[Image | CompressedImage] = FrameSlot()
+        self._slot: FrameSlot[Image | CompressedImage | LensPair] = FrameSlot()
         self._slot.close()  # opened by _open_io
         self._worker: threading.Thread | None = None
         self._subscription = None
@@ -160,6 +166,9 @@ class DapNode(Node):
                 self._settings.fisheye_calibration, self._settings.fisheye_erp_height
             )
         self._imu_subscription = None
+        self._lens_subscriptions: tuple = ()
+        self._pairer: LensPairer | None = None  # two lens topics: stamp matching
+        self._pair_lock = threading.Lock()  # lens callbacks and the diagnostics timer
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _load_models(
@@ -215,9 +224,14 @@ class DapNode(Node):
         )
         self._slot = FrameSlot()
         in_type = CompressedImage if s.compressed_input else Image
-        self._subscription = self.create_subscription(
-            in_type, s.input_topic, self._on_image, in_qos
-        )
+        if self._fisheye is not None and self._fisheye.two_images:
+            self._open_lenses(s, in_type, in_qos)
+            listening = " and ".join(f"'{sub.topic_name}'" for sub in self._lens_subscriptions)
+        else:
+            self._subscription = self.create_subscription(
+                in_type, s.input_topic, self._on_image, in_qos
+            )
+            listening = f"'{self._subscription.topic_name}'"
         if s.imu_topic:
             self._imu_subscription = self.create_subscription(
                 Imu, s.imu_topic, self._on_imu, qos_profile_sensor_data
@@ -226,10 +240,29 @@ class DapNode(Node):
         self._worker = threading.Thread(target=self._work, name="dap-worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: {in_type.__name__} on '{self._subscription.topic_name}', backend "
+            f"ready: {in_type.__name__} on {listening}, backend "
             f"{self.backend}, running {self._heads.describe(s.mask_threshold)}, cloud stride "
             f"{s.cloud_stride}"
         )
+
+    def _open_lenses(self, s: Settings, in_type: type, in_qos: QoSProfile) -> None:
+        """Subscribe to both lens topics; their frames meet in a fresh LensPairer."""
+        suffix = "/compressed" if s.compressed_input else ""
+        self._pairer = LensPairer(
+            round(s.pair_tolerance_s * 1e9),
+            s.max_pair_wait_s,
+            _LENS_QUEUE,
+            on_unmatched=self._on_unmatched,
+        )
+        # Depth 2: the partner of a frame must not be pushed out by the next one of its lens.
+        lens_qos = QoSProfile(depth=2, history=in_qos.history, reliability=in_qos.reliability)
+        self._lens_subscriptions = tuple(
+            self.create_subscription(
+                in_type, topic + suffix, lambda msg, lens=lens: self._on_lens(lens, msg), lens_qos
+            )
+            for lens, topic in enumerate((s.lens0_topic, s.lens1_topic))
+        )
+        self._subscription = self._lens_subscriptions[0]
 
     def _close_io(self) -> None:
         """Stop the worker (after its current frame) and remove every topic and the timer."""
@@ -239,7 +272,9 @@ class DapNode(Node):
         self._worker = None
         if self._subscription is None:
             return
-        self.destroy_subscription(self._subscription)
+        for subscription in self._lens_subscriptions or (self._subscription,):
+            self.destroy_subscription(subscription)
+        self._lens_subscriptions, self._pairer = (), None
         if self._imu_subscription is not None:
             self.destroy_subscription(self._imu_subscription)
             self._imu_subscription = None
@@ -292,13 +327,38 @@ class DapNode(Node):
 
     # -- input ----------------------------------------------------------------------------
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: Image | CompressedImage | LensPair) -> None:
         self.stats.count("received")
         if not self._settings.process_without_subscribers and not self._anyone_listens():
             self.stats.count("idle")
             return
         if self._slot.put(msg):
             self.stats.count("dropped")
+
+    def _on_lens(self, lens: int, msg: Image | CompressedImage) -> None:
+        """A frame of one lens topic: the pair it completes goes to the worker."""
+        self.stats.count("lens_received")
+        if not self._settings.process_without_subscribers and not self._anyone_listens():
+            self.stats.count("idle")
+            return
+        with self._pair_lock:
+            pairer = self._pairer
+            if pairer is None:  # topics being removed
+                return
+            pair = pairer.add(lens, _stamp_ns(msg.header), msg, time.monotonic())
+        if pair is not None:
+            self._on_image(pair)
+
+    def _on_unmatched(self, lens: int, reason: str) -> None:
+        other = 1 - lens
+        why = {
+            "expired": f"no lens{other} frame within pair_tolerance_s came in max_pair_wait_s",
+            "overflow": f"{_LENS_QUEUE} lens{lens} frames were already waiting",
+            "stale": "a newer pair was published first",
+            "late": "it is older than the last pair published",
+            "rewind": "the stamps went back (bag loop, restarted clock): pairing restarted",
+        }[reason]
+        self._problem("unmatched", f"lens{lens} frame unmatched: {why}")
 
     def _on_imu(self, msg: Imu) -> None:
         a = msg.linear_acceleration
@@ -322,8 +382,11 @@ class DapNode(Node):
 
     # -- one frame ------------------------------------------------------------------------
 
-    def process(self, msg: Image | CompressedImage, arrived: float | None = None) -> bool:
-        """Decode, infer and publish one frame; True when its outputs were published.
+    def process(
+        self, msg: Image | CompressedImage | LensPair, arrived: float | None = None
+    ) -> bool:
+        """Decode, infer and publish one frame (an image or a lens pair); True when its
+        outputs were published.
 
         Never raises: bad input and failures are counted and logged (throttled). Stage times
         of the frame are left in `last_frame_ms`.
@@ -331,11 +394,16 @@ class DapNode(Node):
         started = time.monotonic() if arrived is None else arrived
         taken = time.perf_counter()
         s = self._settings
+        images = (msg.lens0, msg.lens1) if isinstance(msg, LensPair) else (msg,)
+        msg = images[0]  # its header is the frame's (lens 0's for a pair)
         try:
-            if isinstance(msg, CompressedImage):
-                rgb = conversions.compressed_to_rgb(msg, max_width=s.max_input_width)
-            else:
-                rgb = conversions.image_to_rgb(msg, max_width=s.max_input_width)
+            erp = len(images) == 1  # lens images of a pair have their own aspect
+            decoded = [
+                conversions.compressed_to_rgb(image, s.max_input_width, erp=erp)
+                if isinstance(image, CompressedImage)
+                else conversions.image_to_rgb(image, s.max_input_width, erp=erp)
+                for image in images
+            ]
         except conversions.FrameTooLargeError as err:
             self._problem(
                 "bad_input", f"refused input: {err} (the parameter max_input_width raises it)"
@@ -344,10 +412,11 @@ class DapNode(Node):
         except conversions.InputError as err:
             self._problem("bad_input", f"bad input image: {err}")
             return False
+        rgb = decoded[0]
         unseen = None
         if self._fisheye is not None:
             try:
-                rgb, unseen = self._fisheye.to_erp(rgb)
+                rgb, unseen = self._fisheye.to_erp(*decoded)
             except ValueError as err:
                 self._problem("bad_input", f"bad fisheye image: {err}")
                 return False
@@ -507,6 +576,9 @@ class DapNode(Node):
     # -- diagnostics and shutdown ---------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
+        with self._pair_lock:
+            if self._pairer is not None:  # a silent lens: its partner's frames expire here
+                self._pairer.expire(time.monotonic())
         report = self.stats.report()
         msg = diagnostic_array(
             report,

@@ -210,15 +210,36 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "fisheye_calibration",
         "",
-        "dual-fisheye calibration YAML (config/fisheye/, layout side_by_side): the input image"
-        " holds both lenses and is remapped to ERP; pixels no lens sees get NaN range; empty ="
-        " ERP input",
+        "dual-fisheye calibration YAML (config/fisheye/): layout side_by_side = image_topic"
+        " holds both lenses; two_images = the lenses arrive on lens0_topic and lens1_topic,"
+        " paired by stamp. Remapped to ERP; pixels no lens sees get NaN range; empty = ERP input",
     ),
     ParamSpec(
         "fisheye_erp_height",
         512,
         "height of the ERP built from fisheye input (width = 2 x height)",
         (16, 4096),
+    ),
+    ParamSpec(
+        "lens0_topic",
+        "lens0",
+        "lens 0 images of a two_images calibration (x5_ros_driver: /x5/lens0); with"
+        " compressed_input <lens0_topic>/compressed",
+    ),
+    ParamSpec("lens1_topic", "lens1", "lens 1 images of a two_images calibration (/x5/lens1)"),
+    ParamSpec(
+        "pair_tolerance_s",
+        0.01,
+        "two lens topics: largest stamp difference of a pair, seconds (0 = exact stamps; keep"
+        " it below half the frame period). The outputs carry lens 0's stamp",
+        (0.0, 1.0),
+    ),
+    ParamSpec(
+        "max_pair_wait_s",
+        0.2,
+        "two lens topics: longest a lens frame waits for its partner before it is dropped and"
+        " counted as unmatched (/diagnostics frames_unmatched)",
+        (0.001, 10.0),
     ),
     ParamSpec(
         "imu_time_constant",
@@ -290,6 +311,10 @@ class Settings:
     imu_rpy: tuple[float, ...]
     fisheye_calibration: str
     fisheye_erp_height: int
+    lens0_topic: str
+    lens1_topic: str
+    pair_tolerance_s: float
+    max_pair_wait_s: float
     imu_time_constant: float
     temporal_stabilization: bool
     temporal_smoothing: float

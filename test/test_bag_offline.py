@@ -148,3 +148,41 @@ def test_cli_errors_are_one_clear_line(tmp_path, args, message):
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def _narrow_calibration(tmp_path, name: str):
+    """A shipped calibration with 170° lenses: a band around ±90° longitude is nobody's."""
+    shipped = REPO_ROOT / "config" / "fisheye" / name
+    path = tmp_path / name
+    path.write_text(shipped.read_text().replace("fov_deg: 195.0", "fov_deg: 170.0"))
+    return path
+
+
+def test_side_by_side_fisheye_frames_are_remapped_with_nan_where_no_lens_sees(tmp_path):
+    from dap_core.fisheye import FisheyeRemapper, load_calibration
+    from dap_ros import conversions
+
+    calibration = _narrow_calibration(tmp_path, "insta360_side_by_side.yaml")
+    source = write_bag(tmp_path / "in", panorama_frames(3, height=48))  # 96x48 side by side
+    settings = Settings.defaults().replaced(
+        {"fisheye_calibration": str(calibration), "fisheye_erp_height": 16}
+    )
+    job = BagJob(source=source, dest=tmp_path / "out", settings=settings)
+    summary = process_bag(job, ImageRange(), progress=False)
+    assert summary.processed == 3, summary.lines()
+    unseen = FisheyeRemapper(load_calibration(calibration).for_image(96, 48), 16, 32).unseen
+    assert unseen.any() and not unseen.all()
+    for _, msg in iter_image_messages(tmp_path / "out", "/cam/depth/image"):
+        range_m = conversions.image_to_numpy(msg)
+        assert range_m.shape == (16, 32)
+        np.testing.assert_array_equal(np.isnan(range_m), unseen)
+
+
+def test_a_two_lens_topic_calibration_is_refused_in_one_line(tmp_path):
+    source = write_bag(tmp_path / "in", panorama_frames(1))
+    calibration = _narrow_calibration(tmp_path, "x5_two_topics.yaml")
+    settings = Settings.defaults().replaced({"fisheye_calibration": str(calibration)})
+    job = BagJob(source=source, dest=tmp_path / "out", settings=settings)
+    with pytest.raises(ValueError, match=r"pairing two lens topics .* is done by the node only"):
+        process_bag(job, ImageRange(), progress=False)
+    assert not (tmp_path / "out").exists()

@@ -616,3 +616,23 @@ def test_depth_image_reads_back_with_cv_bridge():
     depth = np.random.default_rng(6).uniform(0.1, 90, (H, W)).astype(np.float32)
     msg = conv.depth_to_msg(depth, header())
     assert np.array_equal(cv_bridge.CvBridge().imgmsg_to_cv2(msg), depth)
+
+
+def test_lens_images_of_any_aspect_decode_when_not_erp():
+    """Two-lens cameras send square images: refused as panoramas, taken as lens images."""
+    rng = np.random.default_rng(5)
+    square = rng.integers(0, 256, (40, 40, 3), np.uint8)
+    raw = conv.rgb_to_msg(square, Header(frame_id="lens"))
+    packed = conv.rgb_to_compressed(square, Header(frame_id="lens"), 95)
+    packed.format = "png"
+    ok, data = cv2.imencode(".png", cv2.cvtColor(square, cv2.COLOR_RGB2BGR))
+    assert ok
+    packed.data = data.tobytes()
+    for decode in (conv.image_to_rgb, conv.compressed_to_rgb):
+        msg = raw if decode is conv.image_to_rgb else packed
+        with pytest.raises(conv.InputError, match="not a 2:1"):
+            decode(msg)
+        assert np.array_equal(decode(msg, erp=False), square)  # PNG: lossless
+    tiny = conv.rgb_to_msg(square[:4, :4], Header())
+    with pytest.raises(conv.InputError, match="too small"):
+        conv.image_to_rgb(tiny, erp=False)

@@ -188,6 +188,51 @@ def test_pixels_no_lens_sees_are_marked_and_black():
     assert (erp[remapper.unseen] == 0).all() and (erp[~remapper.unseen] == 200).all()
 
 
+def test_the_cross_fade_is_blend_deg_wide_and_centred_on_the_seam():
+    """Back-to-back 195° lenses, blend 8°: along the equator the faded pixels lie within 4°
+    of the seam at ±90° longitude (not over the whole 15° where both lenses see), and the
+    primary lens's weight falls linearly to 0.5 on the seam."""
+    calibration = load_calibration(TWO_IMAGES)
+    remapper = FisheyeRemapper(calibration, H, W)
+    faded = np.zeros(H * W, bool)
+    faded[remapper.overlap] = True
+    share = np.ones(H * W, np.float32)
+    share[remapper.overlap] = remapper.primary_share
+    row = H // 2  # latitude -0.7°: the seam is a meridian there, ±90° longitude
+    lon = np.degrees(math.pi * (1.0 - 2.0 * (np.arange(W) + 0.5) / W))
+    off_seam = np.abs(np.abs(lon) - 90.0)  # degrees from the seam (at the equator)
+    half = math.degrees(calibration.blend) / 2
+    step = 360.0 / W  # a pixel's longitude span
+    assert faded.reshape(H, W)[row][off_seam < half - step].all()
+    assert not faded.reshape(H, W)[row][off_seam > half + step].any()
+    inside = off_seam < half - step
+    expected = 0.5 + off_seam[inside] / (2 * half)  # linear in the angle from the seam
+    # The row lies 0.7° off the equator, where the seam is 90° ± 0.01° (back-to-back lenses
+    # share their optical axis, so the seam is that axis's great circle: lon = ±90° exactly).
+    assert np.allclose(share.reshape(H, W)[row][inside], expected, atol=0.01)
+
+
+def test_the_fixed_point_fade_is_within_one_and_a_half_levels_of_the_exact_blend():
+    """uint8 frames are faded with weights in 1/255 steps and two roundings (see
+    FisheyeRemapper): at most 0.5 + 0.5 + 0.5 levels from the float blend, exact elsewhere."""
+    calibration = load_calibration(TWO_IMAGES)
+    remapper = FisheyeRemapper(calibration, H, W)
+    rng = np.random.default_rng(3)
+    lens0, lens1 = (
+        rng.integers(0, 256, (*calibration.lens_size[::-1], 3), np.uint8) for _ in range(2)
+    )
+    fixed = remapper.remap(lens0, lens1).astype(np.float64)
+    exact = remapper.remap(lens0.astype(np.float32), lens1.astype(np.float32))
+    faded = np.zeros(H * W, bool)
+    faded[remapper.overlap] = True
+    faded = faded.reshape(H, W)
+    # Both paths read the same fixed-point maps (positions in 1/32 pixel); OpenCV's uint8
+    # bilinear rounds its result once (0.5 level) where the float32 one does not.
+    assert np.abs(fixed[~faded] - exact[~faded]).max() <= 0.5 + 1e-3
+    gap = np.abs(fixed[faded] - exact[faded])
+    assert gap.max() <= 1.5 + 0.5 + 1e-3, gap.max()  # the fade's 1.5, the samples' 0.5
+
+
 def test_both_layouts_give_the_same_erp_from_the_same_lens_images():
     side = load_calibration(SIDE_BY_SIDE)
     two = type(side)("two_images", side.lens_size, side.lenses, side.blend, side.source)
@@ -262,6 +307,9 @@ def test_fisheye_preview_writes_the_erp_and_refuses_bad_input(tmp_path, capsys):
     assert main([*args, "--height", "64"]) == 0
     preview = cv2.imread(str(out))
     assert preview.shape == (64, 128, 3)
+    yellow = (preview == (0, 255, 255)).all(axis=-1)  # BGR: the equal-weight line
+    # Back-to-back lenses: the seam is the meridian pair ±90°, crossed by every row twice.
+    assert all(np.count_nonzero(yellow[row]) >= 2 for row in range(64))
     assert "100.0% of the sphere seen" in capsys.readouterr().out
     assert main([*args[:2], str(tmp_path / "missing.yaml"), *args[3:]]) == 1
     assert "cannot read" in capsys.readouterr().err

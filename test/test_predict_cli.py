@@ -119,3 +119,70 @@ def test_bad_paths_and_sizes_are_reported(weights_dir, tmp_path, capsys):
     argv = ["predict", str(tmp_path / "img"), "--weights", str(weights_dir), "--out", "o"]
     assert main([*argv, "--input-size", "64by128"]) == 1
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def _narrow(tmp_path, name: str):
+    """A shipped calibration with 170° lenses: a band around ±90° longitude is nobody's."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "config" / "fisheye" / name
+    path = tmp_path / name
+    path.write_text(shipped.read_text().replace("fov_deg: 195.0", "fov_deg: 170.0"))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["side_by_side", "two_images"])
+def test_predict_takes_dual_fisheye_frames_with_nan_where_no_lens_sees(
+    weights_dir, tmp_path, capsys, layout
+):
+    from dap_core.fisheye import FisheyeRemapper, erp_to_fisheye, load_calibration
+
+    name = "insta360_side_by_side.yaml" if layout == "side_by_side" else "x5_two_topics.yaml"
+    calibration_path = _narrow(tmp_path, name)
+    size = (384, 192) if layout == "side_by_side" else (216, 216)
+    calibration = load_calibration(calibration_path).for_image(*size)
+    rng = np.random.default_rng(1)
+    erp = rng.integers(0, 256, (128, 256, 3), np.uint8)
+    views = erp_to_fisheye(erp, calibration)
+    files = []
+    for k, view in enumerate(views):
+        files.append(tmp_path / f"lens{k}.png")
+        cv2.imwrite(str(files[-1]), cv2.cvtColor(view, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    argv = ["predict", str(files[0]), "--weights", str(weights_dir), "--out", str(out)]
+    argv += ["--backend", "torch", "--input-size", "64x128", "--ply-stride", "2"]
+    argv += ["--fisheye", str(calibration_path), "--fisheye-height", "48"]
+    if layout == "two_images":
+        argv += ["--lens1", str(files[1])]
+    assert main(argv) == 0, capsys.readouterr().err
+    range_m = np.load(out / "lens0_range.npy")
+    assert range_m.shape == (48, 96)
+    unseen = FisheyeRemapper(calibration, 48, 96).unseen
+    assert unseen.any() and not unseen.all()
+    np.testing.assert_array_equal(np.isnan(range_m), unseen)  # NaN exactly where nobody sees
+    mm = cv2.imread(str(out / "lens0_range_mm.png"), cv2.IMREAD_UNCHANGED)
+    assert (mm[unseen] == 0).all() and (mm[~unseen] > 0).all()  # 0 = invalid
+    mask = cv2.imread(str(out / "lens0_within_100m.png"), cv2.IMREAD_UNCHANGED)
+    assert (mask[unseen] == 0).all()
+    vertex = PlyData.read(str(out / "lens0.ply"))["vertex"]
+    assert vertex.count == np.isfinite(range_m[::2, ::2]).sum()
+
+
+def test_predict_fisheye_refuses_inconsistent_inputs_in_one_line(weights_dir, tmp_path, capsys):
+    side = _narrow(tmp_path, "insta360_side_by_side.yaml")
+    two = _narrow(tmp_path, "x5_two_topics.yaml")
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.zeros((100, 300, 3), np.uint8))  # 3:1, neither layout's aspect
+    base = ["predict", str(image), "--weights", str(weights_dir), "--out", str(tmp_path / "o")]
+    cases = [
+        (["--fisheye", str(two)], "is a two_images calibration: give lens 0's image"),
+        (["--fisheye", str(side), "--lens1", str(image)], "--lens1 needs a two_images"),
+        (["--lens1", str(image)], "--lens1 is lens 1's image"),
+        (["--fisheye", str(tmp_path / "none.yaml")], "none.yaml: cannot read"),
+        (["--fisheye", str(side)], "does not have the calibration's aspect"),
+    ]
+    for extra, message in cases:
+        assert main([*base, "--backend", "torch", *extra]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
+        assert str(image) in err or "none.yaml" in err or "--lens1" in err

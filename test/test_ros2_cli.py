@@ -4,7 +4,8 @@
 simulated camera; every output publishes; `ros2 param set` changes the outputs at run time and
 an invalid value is refused with its reason; SIGINT stops everything cleanly. A second launch
 sets every documented argument (image, compressed, weights, backend, namespace, params_file)
-and checks that each took effect. One launch is shared by the module's first tests. Needs the
+and checks that each took effect; a third runs the simulated two-lens camera into the node
+(fisheye:=, lens0:=, lens1:=). One launch is shared by the module's first tests. Needs the
 ros2 CLI (`make setup` installs it from ../shared/ros2_cli); without it the module skips.
 About 1.5 min on 2 busy cores, most of it the node loading its model.
 """
@@ -165,6 +166,33 @@ def test_every_launch_argument_takes_effect(installed_package, tmp_path):
         frame = echo_field(env, "/robot/points", "header.frame_id", timeout=90)
         assert frame == "from_params_file"
         assert int(echo_field(env, "/robot/points", "width")) == 1024 // 3 + 1
+        status, seconds = launch.stop(timeout=30)
+        assert status == 0 and seconds <= STOP_S, f"exit {status} after {seconds:.1f} s"
+    assert "Traceback" not in launch.log(), launch.log()
+
+
+def test_fisheye_launch_runs_the_two_lens_camera_into_the_node(installed_package, tmp_path):
+    """fisheye:=x5_two_topics names the installed calibration for the node and the simulated
+    camera, whose lens topics lens0:= / lens1:= remap; the node pairs them into a cloud."""
+    env = installed_package.env(domain_id(__name__ + ".fisheye"))
+    share = installed_package.prefix / "share" / "dap_ros"
+    params = yaml.safe_load((share / "config" / "dap.yaml").read_text())
+    params["dap"]["ros__parameters"].update(
+        input_height=128, fisheye_erp_height=64, backend="torch"
+    )
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"/**": params["dap"]}))
+    arguments = [
+        "sim:=true",
+        "fisheye:=x5_two_topics",
+        "lens0:=/x5/lens0",
+        "lens1:=/x5/lens1",
+        f"params_file:={params_file}",
+    ]
+    with ros2_daemon(env), LaunchProcess(env, tmp_path / "launch.log", *arguments) as launch:
+        ready = "[dap]: ready: Image on '/x5/lens0' and '/x5/lens1'"
+        assert launch.wait_for_log(ready, READY_S), launch.log()
+        assert int(echo_field(env, "/points", "height", timeout=120)) == 64 // 2, launch.log()
         status, seconds = launch.stop(timeout=30)
         assert status == 0 and seconds <= STOP_S, f"exit {status} after {seconds:.1f} s"
     assert "Traceback" not in launch.log(), launch.log()

@@ -27,6 +27,9 @@ EXPECTED_ARGUMENTS = {
     "rviz",
     "managed",
     "autostart",
+    "fisheye",
+    "lens0",
+    "lens1",
 }
 NODE_TOPICS = {"/points", "/scan", "/depth/colored", "/range_mask/image"}
 
@@ -102,6 +105,39 @@ def test_launch_managed_starts_the_lifecycle_node_with_autostart(launch_module):
     assert overrides["autostart"] is True
     plain = launch_module._actions(_context(launch_module))[0]
     assert plain.node_executable == "dap_node"
+
+
+def _text(value) -> str:
+    """A launch_ros parameter or remapping value (substitutions) as the node will read it."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_load("".join(part.text for part in value))  # launch_ros writes YAML
+
+
+def _overrides(node) -> dict:
+    return {
+        "".join(part.text for part in key): value
+        for entry in node._Node__parameters  # launch_ros keeps them normalised, name mangled
+        if isinstance(entry, dict)
+        for key, value in entry.items()
+    }
+
+
+def test_launch_fisheye_names_a_shipped_calibration_for_the_node_and_the_camera(
+    launch_module, repo_root
+):
+    context = _context(launch_module, fisheye="x5_two_topics", lens0="/x5/lens0", sim="true")
+    node, camera, _ = launch_module._actions(context)
+    shipped = str(repo_root / "config" / "fisheye" / "x5_two_topics.yaml")
+    node_values = _overrides(node)
+    assert _text(node_values["fisheye_calibration"]) == shipped
+    assert _text(node_values["lens0_topic"]) == "/x5/lens0"
+    assert "lens1_topic" not in node_values  # empty: the params file's
+    assert _text(_overrides(camera)["fisheye_calibration"]) == shipped
+    remapped = {_text(a): _text(b) for a, b in camera._Node__remappings}
+    assert remapped["lens0"] == "/x5/lens0" and remapped["lens1"] == "lens1"
+    given = launch_module._actions(_context(launch_module, fisheye="/calib/mine.yaml"))[0]
+    assert _text(_overrides(given)["fisheye_calibration"]) == "/calib/mine.yaml"
 
 
 def test_launch_refuses_a_non_boolean_compressed_flag(launch_module):

@@ -125,6 +125,8 @@ def test_frame_stats_rates_means_and_totals():
         "bad_input": 1,
         "failed": 0,
         "imu_rejected": 0,
+        "lens_received": 0,
+        "unmatched": 0,
     }
     assert (report.latency_ms, report.processing_ms, report.inference_ms) == (40.0, 30.0, 20.0)
     assert report.input_rate_hz > 0 and report.last_problem.endswith("zero size")
@@ -155,6 +157,9 @@ def test_diagnostic_levels_follow_the_period():
     assert level_of(["received", "received", "bad_input", "processed"]) == DiagnosticStatus.WARN
     assert level_of(["received", "bad_input"]) == DiagnosticStatus.ERROR
     assert level_of(["received", "idle"], idle=True) == DiagnosticStatus.OK
+    # Two lens topics: lens frames without a partner warn, with pairs or without any.
+    assert level_of(["lens_received", "unmatched"]) == DiagnosticStatus.WARN
+    assert level_of(["received", "processed", "unmatched"]) == DiagnosticStatus.WARN
 
 
 def test_mask_threshold_description_is_whole_and_says_what_happens_without_a_head():

@@ -1,8 +1,8 @@
 """`dap fisheye-preview`: check a dual-fisheye calibration by eye.
 
 Remaps one side-by-side image (or two lens images) to an ERP panorama with the calibration,
-and writes it as a PNG with the seam marked: the band where both lenses see is tinted (lens 0
-red, lens 1 blue, by which lens weighs more), the line where they weigh the same drawn, and
+and writes it as a PNG with the seam marked: the cross-fade band (blend_deg wide) is tinted
+(lens 0 red, lens 1 blue, by which lens weighs more), the line where they weigh the same drawn, and
 pixels no lens sees left black. A good calibration shows straight edges continuing across the
 band without doubling; a wrong lens rotation or centre shows as ghosted or broken edges there.
 """
@@ -37,7 +37,12 @@ def seam_overlay(erp: np.ndarray, remapper) -> np.ndarray:
     tint = np.where(lens1[:, None], [0, 0, 255], [255, 0, 0]).astype(np.float32)
     band = flat[remapper.overlap].astype(np.float32)
     flat[remapper.overlap] = (0.7 * band + 0.3 * tint).astype(np.uint8)
-    flat[remapper.overlap[share < 0.52]] = (255, 255, 0)  # where both weigh the same
+    # The equal-weight line, about one ERP pixel wide: across the fade the primary's share
+    # grows by 1 / blend per radian from the seam (0.5 there), a pixel spans pi / H radians.
+    blend = remapper.calibration.blend
+    pixel = np.pi / remapper.height
+    near = share < 0.5 + pixel / blend if blend > 0 else np.zeros_like(share, bool)
+    flat[remapper.overlap[near]] = (255, 255, 0)
     return out
 
 

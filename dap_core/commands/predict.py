@@ -14,6 +14,13 @@ when two inputs share a stem, e.g. `a.jpg` and `a.png`):
 
 Images that cannot be used (unreadable, truncated, not 2:1) are listed and skipped; the run
 goes on and exits 1 if any failed. Weights default to the shipped ones.
+
+Dual-fisheye frames: `--fisheye CALIBRATION.yaml` (config/fisheye/) remaps each input to an
+ERP of --fisheye-height rows (dap_core.fisheye) before the model runs: one side-by-side image
+per input for a side_by_side calibration; for a two_images calibration the input is lens 0's
+image and `--lens1 IMAGE` lens 1's. Outputs are those of the ERP; where no lens sees, range is
+NaN (invalid: 0 in the 16-bit PNG, black in the colour preview, no PLY point) and the mask
+PNGs hold 0.
 """
 
 from __future__ import annotations
@@ -83,6 +90,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep every N-th row and column in the PLY (overrides --ply-points)",
     )
     parser.add_argument("--no-ply", action="store_true", help="do not write point clouds")
+    parser.add_argument(
+        "--fisheye",
+        metavar="CALIBRATION",
+        help="inputs are dual-fisheye frames of this calibration YAML (config/fisheye/),"
+        " remapped to ERP first; NaN range where no lens sees",
+    )
+    parser.add_argument(
+        "--lens1",
+        metavar="IMAGE",
+        help="with a two_images --fisheye calibration: lens 1's image (the input is lens 0's)",
+    )
+    parser.add_argument(
+        "--fisheye-height",
+        type=positive_int,
+        default=512,
+        help="rows of the ERP built from fisheye input (width 2x; default 512, as the node)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -169,6 +193,53 @@ def _unnormalized_model(weights: str):
     return model
 
 
+class _FisheyeInput:
+    """--fisheye: reads a frame's lens image(s) and remaps them to ERP (maps built once per
+    frame size)."""
+
+    def __init__(self, args: argparse.Namespace, paths: list[Path]) -> None:
+        from dap_core.fisheye import load_calibration
+
+        self.calibration = load_calibration(args.fisheye)  # CalibrationError: one line
+        two = self.calibration.layout == "two_images"
+        if two and (args.lens1 is None or len(paths) != 1):
+            raise ValueError(
+                f"{args.fisheye} is a two_images calibration: give lens 0's image as the input"
+                " and lens 1's with --lens1 (one frame per run)"
+            )
+        if not two and args.lens1 is not None:
+            raise ValueError(
+                f"--lens1 needs a two_images calibration; {args.fisheye} is side_by_side"
+            )
+        self.lens1 = Path(args.lens1) if two else None
+        self.height = args.fisheye_height
+        self._remappers: dict[tuple[int, int], object] = {}
+
+    def read(self, path: Path):
+        """(ERP rgb uint8 [h, 2h, 3], unseen bool [h, 2h]); ValueError names the file."""
+        from dap_core import io
+        from dap_core.fisheye import FisheyeRemapper
+
+        images = [io.read_panorama(path)]
+        if self.lens1 is not None:
+            images.append(io.read_panorama(self.lens1))
+            if images[0].shape != images[1].shape:
+                raise ValueError(
+                    f"{path} is {images[0].shape[1]}x{images[0].shape[0]}, --lens1"
+                    f" {self.lens1} is {images[1].shape[1]}x{images[1].shape[0]}: lens images"
+                    " must have one size"
+                )
+        size = (images[0].shape[1], images[0].shape[0])
+        if size not in self._remappers:
+            try:
+                calibration = self.calibration.for_image(*size)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+            self._remappers[size] = FisheyeRemapper(calibration, self.height, 2 * self.height)
+        remapper = self._remappers[size]
+        return remapper.remap(*images), remapper.unseen
+
+
 def _write(path: Path, write, *write_args, **write_kwargs) -> None:
     """write(path, ...) with a full disk or unwritable path as one line naming the file."""
     try:
@@ -202,6 +273,9 @@ def run(args: argparse.Namespace) -> int:
     prepare_output_dir(out)
     weights, how = resolve_weights(args.weights)
     print(f"weights: {weights} ({how})")
+    if args.lens1 is not None and args.fisheye is None:
+        raise ValueError("--lens1 is lens 1's image of a two_images --fisheye calibration")
+    fisheye = _FisheyeInput(args, paths) if args.fisheye else None
     names = output_names(paths)
     predictors = _Predictors(args, weights)
     failed: list[str] = []
@@ -210,8 +284,12 @@ def run(args: argparse.Namespace) -> int:
     gating_said = False
     progress = tqdm(paths, unit="image", disable=len(paths) == 1, file=sys.stderr)
     for path in progress:
+        unseen = None
         try:
-            rgb = io.read_panorama(path)
+            if fisheye is not None:
+                rgb, unseen = fisheye.read(path)
+            else:
+                rgb = io.read_panorama(path)
             if not args.allow_non_panorama:
                 check_panorama(path, rgb.shape)
         except ValueError as err:
@@ -229,7 +307,11 @@ def run(args: argparse.Namespace) -> int:
         range_m = (
             prediction.range_m if args.raw_range else prediction.gated_range(args.mask_threshold)
         )
-        _write_outputs(args, out, names[path], rgb, range_m, prediction.masks, predictor)
+        masks = prediction.masks
+        if unseen is not None:  # no lens sees these pixels: invalid, as the node publishes
+            range_m = np.where(unseen, np.float32(np.nan), range_m)
+            masks = {t: np.where(unseen, np.float32(0.0), m) for t, m in masks.items()}
+        _write_outputs(args, out, names[path], rgb, range_m, masks, predictor)
         progress.set_postfix(ms=f"{prediction.timings['total']:.0f}")
     done = len(paths) - len(failed)
     if done:
