@@ -38,6 +38,16 @@ def _send_until_output(publisher, inbox, msg, sec: int):
     return None
 
 
+def _connected(client, publisher, inbox) -> bool:
+    """The node subscribes to our input and publishes the output we listen to."""
+    return client.wait_until(
+        lambda: (
+            publisher.get_subscription_count() > 0 and inbox.subscription.get_publisher_count() > 0
+        ),
+        WAIT_S,
+    )
+
+
 def _send_until_logged(publisher, node, msg, text: str) -> bool:
     """Publish `msg` (best effort: resend up to 5 times) until the node logs `text`."""
     for _ in range(5):
@@ -57,12 +67,7 @@ def test_a_frame_above_the_limit_is_refused_in_one_line_and_one_at_it_is_process
     ):
         raw = client.publisher(Image, f"{ns}/image")
         depth = client.inbox(Image, f"{ns}/depth/image")
-        assert client.wait_until(
-            lambda: (
-                raw.get_subscription_count() > 0 and depth.subscription.get_publisher_count() > 0
-            ),
-            WAIT_S,
-        ), node.log()
+        assert _connected(client, raw, depth), node.log()
         warning = (
             f"refused input: frame {2 * LIMIT}x{LIMIT} (0.4 MB as rgb8) is larger than the largest"
             f" supported {LIMIT}x{LIMIT // 2} (the parameter max_input_width raises it)"
@@ -91,12 +96,7 @@ def test_a_compressed_frame_above_the_limit_is_refused_before_decoding(tmp_path)
     ):
         pub = client.publisher(CompressedImage, f"{ns}/image/compressed")
         depth = client.inbox(Image, f"{ns}/depth/image")
-        assert client.wait_until(
-            lambda: (
-                pub.get_subscription_count() > 0 and depth.subscription.get_publisher_count() > 0
-            ),
-            WAIT_S,
-        ), node.log()
+        assert _connected(client, pub, depth), node.log()
         _, jpeg = cv2.imencode(".jpg", np.zeros((LIMIT, 2 * LIMIT, 3), np.uint8))
         too_large = stamped(CompressedImage(format="jpeg", data=jpeg.tobytes()), 200)
         refused = f"refused input: frame {2 * LIMIT}x{LIMIT}"
@@ -120,12 +120,7 @@ def test_at_the_default_limit_the_shipped_profile_delivers_the_outputs(tmp_path)
     ):
         raw = client.publisher(Image, f"{ns}/image")
         depth = client.inbox(Image, f"{ns}/depth/image")
-        assert client.wait_until(
-            lambda: (
-                raw.get_subscription_count() > 0 and depth.subscription.get_publisher_count() > 0
-            ),
-            WAIT_S,
-        ), node.log()
+        assert _connected(client, raw, depth), node.log()
         out = _send_until_output(raw, depth, _frame(4096, 300), 300)
         assert out is not None, node.log()
         assert (out.width, out.height, out.encoding) == (4096, 2048, "32FC1")
