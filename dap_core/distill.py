@@ -12,8 +12,8 @@ Owns `dap distill`'s two phases, on the stage-3 machinery of dap_core.train:
 2. Train. The student (model section of the config) is trained by the one `Trainer` with
    `DepthTask` (the stage losses, checkpoints, resume, DDP) on the cached labels, and saved
    with `save_model` under OUT/model: the node loads it with `weights:=OUT/model`.
-   With `init_from_teacher` the student starts from the teacher's tensors where they fit
-   (`init_from_teacher`): a shallower student of the same width takes every other block.
+   With --init-from-teacher the student starts from the teacher's tensors
+   (`init_from_teacher`): every other block, the leading channels of narrower layers.
 Nothing is unpickled: labels are read with np.load(allow_pickle=False).
 `teacher_agreement` measures a trained student against its teacher on one frame.
 """
@@ -177,13 +177,15 @@ def student_block_sources(student_depth: int, teacher_depth: int) -> list[int]:
 
 @torch.no_grad()
 def init_from_teacher(student, teacher) -> tuple[int, int]:
-    """Copy the teacher's tensors into the student wherever name and shape agree, ViT blocks
-    mapped by `student_block_sources`; returns (tensors copied, student tensors in all).
+    """Start the student from the teacher's tensors; returns (tensors copied, student tensors).
 
-    Why: training a student from random weights to follow the teacher closely takes far more
-    steps than a CPU affords; the teacher's patch embedding, blocks and the heads' projections
-    (the same widths) are a start that already computes the teacher's features. Tensors of
-    another shape (narrower fusion convolutions, say) keep their random initialisation.
+    ViT blocks are mapped by `student_block_sources`. A tensor of the same name and shape is
+    copied; one that is narrower in some dimension (a 16-wide fusion convolution of a 32-wide
+    teacher) takes the teacher's leading slice, i.e. the student keeps the teacher's first
+    channels of each channel space, consistently across the layers that share it (channel
+    pruning without a ranking). Tensors larger than the teacher's keep their initialisation.
+    Why: a student trained from random weights needs far more steps than a CPU affords to
+    follow the teacher closely; this start already computes a reduced copy of its function.
     """
     sources = student_block_sources(student.config.depth, teacher.config.depth)
     theirs = teacher.state_dict()
@@ -195,8 +197,11 @@ def init_from_teacher(student, teacher) -> tuple[int, int]:
         if parts[:2] == ["backbone", "blocks"]:
             parts[2] = str(sources[int(parts[2])])
             source = ".".join(parts)
-        if source in theirs and theirs[source].shape == tensor.shape:
-            tensor.copy_(theirs[source])
+        found = theirs.get(source)
+        if found is None or found.ndim != tensor.ndim:
+            continue
+        if all(m <= t for m, t in zip(tensor.shape, found.shape, strict=True)):
+            tensor.copy_(found[tuple(slice(0, m) for m in tensor.shape)])
             copied += 1
     return copied, len(mine)
 

@@ -163,7 +163,7 @@ def test_labelling_and_training_run_on_the_configs_thread_count(
         torch.set_num_threads(1)
 
 
-def test_a_shallower_student_starts_from_every_other_teacher_block_and_its_projections(
+def test_a_smaller_student_starts_from_every_other_teacher_block_and_its_first_channels(
     repo_root,
 ):
     import torch
@@ -176,9 +176,8 @@ def test_a_shallower_student_starts_from_every_other_teacher_block_and_its_proje
         depth=4, layer_indices=(0, 1, 2, 3), head_features=16, head_hidden=8
     )
     student = DAP(config)
-    random_fusion = student.heads["depth"].scratch.layer1_rn.weight.clone()
     copied, total = init_from_teacher(student, teacher)
-    assert 0 < copied < total
+    assert copied == total  # every tensor is as wide as the teacher's or narrower
     assert student_block_sources(4, 8) == [1, 3, 5, 7]
     for mine, theirs in zip(student.backbone.blocks, [1, 3, 5, 7], strict=True):
         assert torch.equal(mine.mlp.fc1.weight, teacher.backbone.blocks[theirs].mlp.fc1.weight)
@@ -188,8 +187,13 @@ def test_a_shallower_student_starts_from_every_other_teacher_block_and_its_proje
     assert torch.equal(
         student.heads["mask_100"].projects[3].weight, teacher.heads["mask_100"].projects[3].weight
     )
-    # 16-wide fusion convolutions cannot take the teacher's 32-wide ones: left as initialised.
-    assert torch.equal(student.heads["depth"].scratch.layer1_rn.weight, random_fusion)
+    # 16-wide fusion convolutions take the teacher's first 16 channels in and out.
+    fusion = teacher.heads["depth"].scratch.refinenet1.resConfUnit1.conv1.weight[:16, :16]
+    assert torch.equal(student.heads["depth"].scratch.refinenet1.resConfUnit1.conv1.weight, fusion)
+    wider = DAP(teacher.config.replace(head_features=64))
+    before = wider.heads["depth"].scratch.layer1_rn.weight.clone()
+    init_from_teacher(wider, teacher)  # wider than the teacher: left as initialised
+    assert torch.equal(wider.heads["depth"].scratch.layer1_rn.weight, before)
     with pytest.raises(ValueError, match="cannot map"):
         student_block_sources(9, 8)
 
