@@ -12,7 +12,10 @@ Owns `dap distill`'s two phases, on the stage-3 machinery of dap_core.train:
 2. Train. The student (model section of the config) is trained by the one `Trainer` with
    `DepthTask` (the stage losses, checkpoints, resume, DDP) on the cached labels, and saved
    with `save_model` under OUT/model: the node loads it with `weights:=OUT/model`.
+   With --init-from-teacher the student starts from the teacher's tensors
+   (`init_from_teacher`): every other block, the leading channels of narrower layers.
 Nothing is unpickled: labels are read with np.load(allow_pickle=False).
+`teacher_agreement` measures a trained student against its teacher on one frame.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ __all__ = [
     "LabelCache",
     "TeacherLabels",
     "image_key",
+    "init_from_teacher",
     "label_images",
     "run_distill",
+    "teacher_agreement",
     "teacher_key",
 ]
 
@@ -162,6 +167,45 @@ def label_images(
     return keys, report
 
 
+def student_block_sources(student_depth: int, teacher_depth: int) -> list[int]:
+    """Teacher block each student block starts from: evenly spaced, ending with the last
+    (4 of 8 -> 1, 3, 5, 7, the blocks the shipped model's heads read)."""
+    if not 0 < student_depth <= teacher_depth:
+        raise ValueError(f"a student of {student_depth} blocks cannot map {teacher_depth}")
+    return [round((i + 1) * teacher_depth / student_depth) - 1 for i in range(student_depth)]
+
+
+@torch.no_grad()
+def init_from_teacher(student, teacher) -> tuple[int, int]:
+    """Start the student from the teacher's tensors; returns (tensors copied, student tensors).
+
+    ViT blocks are mapped by `student_block_sources`. A tensor of the same name and shape is
+    copied; one that is narrower in some dimension (a 16-wide fusion convolution of a 32-wide
+    teacher) takes the teacher's leading slice, i.e. the student keeps the teacher's first
+    channels of each channel space, consistently across the layers that share it (channel
+    pruning without a ranking). Tensors larger than the teacher's keep their initialisation.
+    Why: a student trained from random weights needs far more steps than a CPU affords to
+    follow the teacher closely; this start already computes a reduced copy of its function.
+    """
+    sources = student_block_sources(student.config.depth, teacher.config.depth)
+    theirs = teacher.state_dict()
+    mine = student.state_dict()
+    copied = 0
+    for name, tensor in mine.items():
+        source = name
+        parts = name.split(".")
+        if parts[:2] == ["backbone", "blocks"]:
+            parts[2] = str(sources[int(parts[2])])
+            source = ".".join(parts)
+        found = theirs.get(source)
+        if found is None or found.ndim != tensor.ndim:
+            continue
+        if all(m <= t for m, t in zip(tensor.shape, found.shape, strict=True)):
+            tensor.copy_(found[tuple(slice(0, m) for m in tensor.shape)])
+            copied += 1
+    return copied, len(mine)
+
+
 class TeacherLabels(Dataset):
     """Images of `source` with the cached teacher range as the label (every pixel valid)."""
 
@@ -197,8 +241,12 @@ def run_distill(
     *,
     cache_dir: str | Path | None = None,
     resume: bool = False,
+    init_student: bool = False,
 ) -> DistillReport:
-    """Label `images` with the teacher, train the config's student on them, save it."""
+    """Label `images` with the teacher, train the config's student on them, save it.
+
+    `init_student`: start the student from the teacher's tensors (`init_from_teacher`);
+    runtime.threads of the config applies to labelling and training alike."""
     from dap_core.data.datasets import build_dataset
     from dap_core.model import load_model, save_model
     from dap_core.train.config import dump_config
@@ -206,6 +254,8 @@ def run_distill(
     from dap_core.train.tasks import DepthTask, build_model
     from dap_core.train.trainer import Trainer, resolve_device
 
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
     out = Path(cfg.output_dir)
     log = print if env.is_main else (lambda *_: None)
     if env.is_main:
@@ -224,13 +274,16 @@ def run_distill(
     if env.is_main:
         manifest = {"teacher": str(teacher_weights), "teacher_key": key, "images": keys}
         atomic_write(out / LABELS_MANIFEST, lambda f: f.write(json.dumps(manifest).encode()))
-    del teacher
     final = out / "model"
     if resume and (final / "config.json").is_file():
         log(f"{final} exists: training already complete")
         report.model_dir = str(final)
         return report
     model = build_model(cfg, cfg.resolve(cfg.model.init))
+    if init_student:
+        copied, total = init_from_teacher(model, teacher)
+        log(f"student: {copied} of {total} tensors start from the teacher's")
+    del teacher
     trainer = Trainer(
         cfg,
         DepthTask(cfg, model),
@@ -248,3 +301,23 @@ def run_distill(
     barrier(env)
     report.model_dir = str(final)
     return report
+
+
+def teacher_agreement(student, teacher, threshold_m: int = 100) -> dict[str, float | None]:
+    """How closely a student's `Prediction` follows its teacher's on one frame.
+
+    abs_rel: mean |r_s - r_t| / r_t over the pixels the teacher places within `threshold_m`
+    (its gated range, as the labels it trains on; the student's raw range there, clipped to
+    the threshold as `depth_metrics` clips). mask_iou: IoU of the two models' within-threshold
+    maps (1.0 when both are empty). A frame the teacher sees as all beyond has abs_rel None
+    (n_pixels 0), never NaN.
+    """
+    from dap_core.metrics import depth_metrics
+
+    reference = teacher.gated_range(threshold_m)
+    depth = depth_metrics(student.range_m, reference, max_range_m=float(threshold_m))
+    mine, theirs = student.within(threshold_m), teacher.within(threshold_m)
+    union = int(np.sum(mine | theirs))
+    iou = float(np.sum(mine & theirs)) / union if union else 1.0
+    n = depth["n_pixels"]
+    return {"abs_rel": depth["abs_rel"] if n else None, "mask_iou": iou, "n_pixels": n}

@@ -134,3 +134,85 @@ def test_cli_distils_a_bag_topic(repo_root, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "4 panoramas from" in done.stdout
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_labelling_and_training_run_on_the_configs_thread_count(
+    repo_root, tmp_path, panoramas, monkeypatch
+):
+    import torch
+
+    import dap_core.train.tasks as tasks
+
+    real, seen = tasks.pseudo_label, []
+
+    def recording(model, rgb):
+        seen.append(torch.get_num_threads())
+        return real(model, rgb)
+
+    monkeypatch.setattr(tasks, "pseudo_label", recording)
+    torch.set_num_threads(2)  # what torch picks on this machine; the config says 1
+    try:
+        run_distill(
+            _cfg(repo_root, tmp_path / "run", steps=1),
+            repo_root / "weights" / "dap_small",
+            panoramas,
+            _env(),
+        )
+        assert seen and set(seen) == {1}
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_a_smaller_student_starts_from_every_other_teacher_block_and_its_first_channels(
+    repo_root,
+):
+    import torch
+
+    from dap_core.distill import init_from_teacher, student_block_sources
+    from dap_core.model import DAP, load_model
+
+    teacher = load_model(repo_root / "weights" / "dap_small")
+    config = teacher.config.replace(
+        depth=4, layer_indices=(0, 1, 2, 3), head_features=16, head_hidden=8
+    )
+    student = DAP(config)
+    copied, total = init_from_teacher(student, teacher)
+    assert copied == total  # every tensor is as wide as the teacher's or narrower
+    assert student_block_sources(4, 8) == [1, 3, 5, 7]
+    for mine, theirs in zip(student.backbone.blocks, [1, 3, 5, 7], strict=True):
+        assert torch.equal(mine.mlp.fc1.weight, teacher.backbone.blocks[theirs].mlp.fc1.weight)
+    assert torch.equal(
+        student.backbone.patch_embed.proj.weight, teacher.backbone.patch_embed.proj.weight
+    )
+    assert torch.equal(
+        student.heads["mask_100"].projects[3].weight, teacher.heads["mask_100"].projects[3].weight
+    )
+    # 16-wide fusion convolutions take the teacher's first 16 channels in and out.
+    fusion = teacher.heads["depth"].scratch.refinenet1.resConfUnit1.conv1.weight[:16, :16]
+    assert torch.equal(student.heads["depth"].scratch.refinenet1.resConfUnit1.conv1.weight, fusion)
+    wider = DAP(teacher.config.replace(head_features=64))
+    before = wider.heads["depth"].scratch.layer1_rn.weight.clone()
+    init_from_teacher(wider, teacher)  # wider than the teacher: left as initialised
+    assert torch.equal(wider.heads["depth"].scratch.layer1_rn.weight, before)
+    with pytest.raises(ValueError, match="cannot map"):
+        student_block_sources(9, 8)
+
+
+def test_teacher_agreement_is_absrel_on_the_teachers_within_pixels_and_mask_iou():
+    from dap_core.distill import teacher_agreement
+    from dap_core.prediction import Prediction
+
+    h, w = 4, 8
+    within = np.ones((h, w), np.float32)
+    within[:, w // 2 :] = 0.0  # the teacher: right half beyond 100 m
+    teacher = Prediction(np.full((h, w), 10.0, np.float32), {100: within})
+    student_mask = np.ones((h, w), np.float32)
+    student_mask[:, 3 * w // 4 :] = 0.0  # the student: only the right quarter beyond
+    student = Prediction(np.full((h, w), 11.0, np.float32), {100: student_mask})
+    agree = teacher_agreement(student, teacher)
+    # 11 and 10 are exact in float32 and the mean runs in float64: 0.1 to rounding (1e-12).
+    assert agree["abs_rel"] == pytest.approx(0.1, abs=1e-12)
+    assert agree["mask_iou"] == pytest.approx((h * w / 2) / (h * w * 3 / 4))
+    assert agree["n_pixels"] == h * w // 2
+    sky = Prediction(teacher.range_m, {100: np.zeros((h, w), np.float32)})
+    assert teacher_agreement(student, sky)["abs_rel"] is None  # no pixel to compare, no NaN

@@ -28,6 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", default=None, help="teacher labels (default OUT/labels)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run")
     parser.add_argument(
+        "--init-from-teacher",
+        action="store_true",
+        help="start the student from the teacher's weights where the shapes agree",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -96,7 +101,13 @@ def run(args: argparse.Namespace) -> int:
     env = init_distributed("cuda" if wants_cuda else "cpu")
     try:
         report = run_distill(
-            cfg, args.teacher, images, env, cache_dir=args.cache_dir, resume=args.resume
+            cfg,
+            args.teacher,
+            images,
+            env,
+            cache_dir=args.cache_dir,
+            resume=args.resume,
+            init_student=args.init_from_teacher,
         )
     finally:
         cleanup(env)
