@@ -18,7 +18,6 @@ Usage: .venv/bin/python bench/bench_fisheye.py [--rounds 7] [--frames 20] [--lay
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model_cpu import machine  # the CPU model, cores and load, named alike
 
 from dap_core.fisheye import FisheyeRemapper, load_calibration
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     m, p = statistics.median(mine), statistics.median(peer)
     best = min(mine) / min(peer)
     print(
-        f"machine: {platform.machine()} {platform.processor()}, OpenCV {cv2.__version__},"
+        f"machine: {machine()}; OpenCV {cv2.__version__},"
         f" {cv2.getNumThreads()} threads (noisy when other jobs share the CPU)"
     )
     print(
