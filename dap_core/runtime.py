@@ -110,6 +110,8 @@ class Predictor:
     reuse_outputs: return the same result arrays on every call (no per-frame allocation at
         camera resolution); each call then overwrites the previous Prediction's arrays.
         Off by default: results belong to the caller.
+    announce: say the backend decision on stderr (once per process); a command that reports
+        it itself passes False, so the decision is printed once.
 
     Not thread-safe: input buffers are shared between calls; use one Predictor per thread.
     """
@@ -127,6 +129,7 @@ class Predictor:
         cache_dir: str | Path | None = None,
         warmup: bool = True,
         reuse_outputs: bool = False,
+        announce: bool = True,
     ) -> None:
         import torch
 
@@ -172,7 +175,8 @@ class Predictor:
         self._runner = choice.runner
         self.backend: str = self._runner.name
         self.backend_reason = choice.reason
-        say(f"{self.describe()}", once=True)
+        if announce:  # a CLI that reports the decision itself passes False: said once
+            say(f"{self.describe()}", once=True)
         if choice.warmed:
             self.warmup_ms = 0.0  # it ran while being measured
         elif warmup:

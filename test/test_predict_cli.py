@@ -67,6 +67,19 @@ def test_predict_writes_every_output_for_each_image(weights_dir, image_dir, tmp_
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".ply") == ["hall.ply", "yard.ply"]
 
 
+def test_the_backend_decision_is_printed_once(
+    weights_dir, image_dir, tmp_path, capsys, monkeypatch
+):
+    """Once per run, on stdout with the report; not again on stderr as a progress line."""
+    monkeypatch.setattr("dap_core.progress._said", set())  # as in a fresh process
+    argv = ["predict", str(image_dir), "--weights", str(weights_dir), "--out", str(tmp_path)]
+    assert main([*argv, "--backend", "torch", "--input-size", "64x128", "--no-ply"]) == 0
+    captured = capsys.readouterr()
+    decision = Predictor(weights_dir, backend="torch", input_size=FIXTURE_SIZE).describe()
+    assert (captured.out + captured.err).count(decision) == 1, captured
+    assert f"backend: {decision}" in captured.out
+
+
 def test_predict_runs_an_onnx_file_on_onnxruntime(
     tmp_path_factory, official_fixtures, image_dir, tmp_path, capsys
 ):

@@ -139,4 +139,5 @@ def make_predictor(args: argparse.Namespace):
         input_size=parse_size(args.input_size),
         threads=args.threads,
         cache_dir=args.cache_dir,
+        announce=False,  # the command prints the decision on stdout, with its report
     )

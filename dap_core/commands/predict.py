@@ -155,6 +155,7 @@ class _Predictors:
             "mask_thresholds": parse_thresholds(args.masks),
             "threads": args.threads,
             "cache_dir": args.cache_dir,
+            "announce": False,  # run() prints the decision once, on stdout
         }
 
     def get(self, shape: tuple[int, int]):
