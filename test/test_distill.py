@@ -216,3 +216,18 @@ def test_teacher_agreement_is_absrel_on_the_teachers_within_pixels_and_mask_iou(
     assert agree["n_pixels"] == h * w // 2
     sky = Prediction(teacher.range_m, {100: np.zeros((h, w), np.float32)})
     assert teacher_agreement(student, sky)["abs_rel"] is None  # no pixel to compare, no NaN
+
+
+@pytest.mark.parametrize("name", ["small", "narrow"])
+def test_the_benchmark_students_are_smaller_than_the_shipped_teacher(repo_root, name):
+    """training/distill/{small,narrow}.yaml load, build, and really are smaller students."""
+    from dap_core.model import load_model
+    from dap_core.train.tasks import build_model
+
+    cfg = load_config(repo_root / "training" / "distill" / f"{name}.yaml")
+    student = build_model(cfg)
+    teacher = load_model(repo_root / "weights" / "dap_small")
+    assert tuple(cfg.data.size) == tuple(teacher.config.input_size)  # the teacher's input
+    assert student.config.mask_thresholds == teacher.config.mask_thresholds
+    count = sum(p.numel() for p in student.parameters())
+    assert count < 0.7 * sum(p.numel() for p in teacher.parameters())
