@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from train_utils import REPO_ROOT, subprocess_env, write_config, write_folder_dataset
+from train_utils import dap_train, write_config, write_folder_dataset
 
 from dap_core.train.checkpoint import (
     CheckpointError,
@@ -69,14 +68,7 @@ def test_dap_train_resume_never_executes_a_planted_checkpoint(tmp_path):
     planted = tmp_path / "run" / "checkpoints" / "step_00000099.pt"
     planted.parent.mkdir(parents=True)
     torch.save({"task": "depth", "step": 99, "x": _Shell(f"touch {marker}")}, planted)
-    proc = subprocess.run(
-        [sys.executable, "-m", "dap_core.cli", "train", "--config", str(config), "--resume"],
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = dap_train(config, "--resume")
     assert not marker.exists(), "the checkpoint's payload ran"
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -116,14 +108,7 @@ def test_dap_train_resume_of_an_old_run_is_one_line_and_move_aside_starts_afresh
     _old_format_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002.pt")
 
     def train(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "dap_core.cli", "train", "--config", str(config), *extra],
-            env=subprocess_env(),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        return dap_train(config, *extra)
 
     proc = train("--resume")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr

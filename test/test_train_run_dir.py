@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_utils import REPO_ROOT, subprocess_env, write_config, write_folder_dataset
+from train_utils import (
+    REPO_ROOT,
+    dap_train,
+    subprocess_env,
+    write_config,
+    write_folder_dataset,
+)
 
 from dap_core.train.checkpoint import find_checkpoint, load_checkpoint
 
@@ -30,14 +36,7 @@ def _config(tmp_path: Path, name: str = "run", steps: int = 4, output_dir: Path 
 
 
 def _train(config: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dap_core.cli", "train", "--config", str(config), *extra],
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return dap_train(config, *extra)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:

@@ -74,6 +74,18 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
+def dap_train(config: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`dap train --config CONFIG ...` as a user runs it; the result is the caller's to judge."""
+    return subprocess.run(
+        [sys.executable, "-m", "dap_core.cli", "train", "--config", str(config), *extra],
+        env=subprocess_env(),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_train(config: Path, *extra: str, timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "dap_core.train", "--config", str(config), *extra]
     proc = subprocess.run(

@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fail(message: str) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = f"[rank {os.environ.get('RANK', '0')}] " if world > 1 else ""
-    print(f"{rank}dap train: error: {message}", file=sys.stderr, flush=True)
+    # One write call: ranks share the terminal, and print() writes the text and its newline
+    # separately, so two ranks' lines could run together.
+    sys.stderr.write(f"{rank}dap train: error: {message}\n")
+    sys.stderr.flush()
 
 
 def _os_message(err: OSError) -> str:
