@@ -51,6 +51,7 @@ __all__ = [
     "LAYOUTS",
     "CalibrationError",
     "DualFisheyeCalibration",
+    "FisheyeFrames",
     "FisheyeRemapper",
     "LensCalibration",
     "erp_to_fisheye",
@@ -468,6 +469,43 @@ class FisheyeRemapper:
             other = (255 - weight) if dtype == np.uint8 else (1 - weight)
             self._canvases[key] = (np.zeros(shape, dtype), np.zeros(shape, dtype), weight, other)
         return self._canvases[key]
+
+
+class FisheyeFrames:
+    """Dual-fisheye frames of one calibration file -> (ERP RGB [h, 2h, 3], unseen bool [h, 2h]).
+
+    The node, `dap predict` and `dap bag` take frames through this: the calibration is read
+    once (CalibrationError: one line), the remapper is built for the first frame size and kept
+    (rebuilt only if the camera changes resolution). side_by_side takes one image per frame,
+    two_images the two lens images.
+    """
+
+    def __init__(self, path: str | Path, erp_height: int) -> None:
+        self.calibration = load_calibration(path)
+        self.erp_height = erp_height
+        self._remapper: FisheyeRemapper | None = None
+        self._size: tuple[int, int] | None = None
+
+    @property
+    def two_images(self) -> bool:
+        """True when the lenses arrive as two images (two topics, two files)."""
+        return self.calibration.layout == "two_images"
+
+    def to_erp(self, *rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ERP of one frame; ValueError (CalibrationError) for a size the file cannot serve."""
+        wanted = 2 if self.two_images else 1
+        if len(rgb) != wanted:
+            raise ValueError(f"{self.calibration.layout} takes {wanted} image(s), got {len(rgb)}")
+        sizes = {(image.shape[1], image.shape[0]) for image in rgb}
+        if len(sizes) > 1:
+            a, b = ((image.shape[1], image.shape[0]) for image in rgb)
+            raise ValueError(f"lens images differ in size: {a[0]}x{a[1]} and {b[0]}x{b[1]}")
+        size = sizes.pop()
+        if size != self._size:
+            calibration = self.calibration.for_image(*size)
+            self._remapper = FisheyeRemapper(calibration, self.erp_height, 2 * self.erp_height)
+            self._size = size
+        return self._remapper.remap(*rgb), self._remapper.unseen
 
 
 def erp_to_fisheye(

@@ -6,8 +6,8 @@ from the same parameters (dap_ros.predictors), compute the same outputs
 (dap_ros.frame_outputs) and write them as rosbags-serialized messages carrying the input's
 header stamps and frame ids, at the input record's timestamp. Frames are batched through the
 predictor when asked (`batch`), which helps GPU backends. With `fisheye_calibration` of
-layout side_by_side each frame is remapped to ERP first (dap_ros.fisheye_input) and pixels no
-lens sees get NaN range, as in the node; two lens topics (two_images) are refused.
+layout side_by_side each frame is remapped to ERP first (dap_core.fisheye.FisheyeFrames) and
+pixels no lens sees get NaN range, as in the node; two lens topics (two_images) are refused.
 
 The output bag is written inside a hidden `.<name>.partial` directory beside OUT and moved to
 OUT only once complete: an interrupted run leaves no bag at OUT, and the next run removes the
@@ -131,9 +131,9 @@ def check_job(job: BagJob) -> None:
 
 def _fisheye_input(s: Settings):
     """The side-by-side remapper of `fisheye_calibration`; ValueError for two lens topics."""
-    from dap_ros.fisheye_input import FisheyeInput
+    from dap_core.fisheye import FisheyeFrames
 
-    fisheye = FisheyeInput(s.fisheye_calibration, s.fisheye_erp_height)
+    fisheye = FisheyeFrames(s.fisheye_calibration, s.fisheye_erp_height)
     if fisheye.two_images:
         raise ValueError(
             f"{s.fisheye_calibration}: dap bag takes one image topic (side_by_side); pairing"

@@ -53,11 +53,11 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image, Imu, LaserScan, PointCloud2
 from std_msgs.msg import Header
 
+from dap_core.fisheye import FisheyeFrames
 from dap_core.prediction import Prediction
 from dap_core.visualize import add_colorbar, colorize_range
 from dap_ros import conversions, projection
 from dap_ros.diagnostics import FrameStats, diagnostic_array
-from dap_ros.fisheye_input import FisheyeInput
 from dap_ros.frame_slot import FrameSlot
 from dap_ros.lens_pairing import LensPair, LensPairer
 from dap_ros.mount import MountState
@@ -162,7 +162,7 @@ class DapNode(Node):
         self._mounting = MountState(self._settings)  # camera pose in the levelled frame
         self._fisheye = None  # side-by-side dual-fisheye input, remapped to ERP
         if self._settings.fisheye_calibration:
-            self._fisheye = FisheyeInput(
+            self._fisheye = FisheyeFrames(
                 self._settings.fisheye_calibration, self._settings.fisheye_erp_height
             )
         self._imu_subscription = None

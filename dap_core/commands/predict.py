@@ -195,14 +195,13 @@ def _unnormalized_model(weights: str):
 
 
 class _FisheyeInput:
-    """--fisheye: reads a frame's lens image(s) and remaps them to ERP (maps built once per
-    frame size)."""
+    """--fisheye: reads a frame's lens image(s) and remaps them to ERP (dap_core.fisheye)."""
 
     def __init__(self, args: argparse.Namespace, paths: list[Path]) -> None:
-        from dap_core.fisheye import load_calibration
+        from dap_core.fisheye import FisheyeFrames
 
-        self.calibration = load_calibration(args.fisheye)  # CalibrationError: one line
-        two = self.calibration.layout == "two_images"
+        self.frames = FisheyeFrames(args.fisheye, args.fisheye_height)  # CalibrationError
+        two = self.frames.two_images
         if two and (args.lens1 is None or len(paths) != 1):
             raise ValueError(
                 f"{args.fisheye} is a two_images calibration: give lens 0's image as the input"
@@ -213,32 +212,19 @@ class _FisheyeInput:
                 f"--lens1 needs a two_images calibration; {args.fisheye} is side_by_side"
             )
         self.lens1 = Path(args.lens1) if two else None
-        self.height = args.fisheye_height
-        self._remappers: dict[tuple[int, int], object] = {}
 
     def read(self, path: Path):
         """(ERP rgb uint8 [h, 2h, 3], unseen bool [h, 2h]); ValueError names the file."""
         from dap_core import io
-        from dap_core.fisheye import FisheyeRemapper
 
         images = [io.read_panorama(path)]
         if self.lens1 is not None:
             images.append(io.read_panorama(self.lens1))
-            if images[0].shape != images[1].shape:
-                raise ValueError(
-                    f"{path} is {images[0].shape[1]}x{images[0].shape[0]}, --lens1"
-                    f" {self.lens1} is {images[1].shape[1]}x{images[1].shape[0]}: lens images"
-                    " must have one size"
-                )
-        size = (images[0].shape[1], images[0].shape[0])
-        if size not in self._remappers:
-            try:
-                calibration = self.calibration.for_image(*size)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
-            self._remappers[size] = FisheyeRemapper(calibration, self.height, 2 * self.height)
-        remapper = self._remappers[size]
-        return remapper.remap(*images), remapper.unseen
+        try:
+            return self.frames.to_erp(*images)
+        except ValueError as err:
+            lens1 = f" (--lens1 {self.lens1})" if self.lens1 is not None else ""
+            raise ValueError(f"{path}{lens1}: {err}") from None
 
 
 def _write(path: Path, write, *write_args, **write_kwargs) -> None:
