@@ -50,8 +50,11 @@ def _serialised(write) -> bytes:
     return buffer.getvalue()
 
 
-def _imwrite(path: Path, image: np.ndarray) -> None:
+def save_image(path: str | Path, image: np.ndarray) -> None:
+    """An image (BGR / grey, as OpenCV takes it) encoded by the file's suffix, atomically."""
     import cv2
+
+    path = Path(path)
 
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
@@ -122,10 +125,13 @@ def iter_images(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray]]:
         yield path, read_rgb(path)
 
 
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """A numpy array as .npy, atomically."""
+    atomic_write_bytes(Path(path), _serialised(lambda handle: np.save(handle, array)))
+
+
 def save_range_npy(path: str | Path, range_m: np.ndarray) -> None:
-    atomic_write_bytes(
-        Path(path), _serialised(lambda handle: np.save(handle, _check_range(range_m)))
-    )
+    save_npy(path, _check_range(range_m))
 
 
 def range_to_png16(range_m: np.ndarray) -> np.ndarray:
@@ -151,7 +157,7 @@ def png16_to_range(mm: np.ndarray) -> np.ndarray:
 
 
 def save_range_png16(path: str | Path, range_m: np.ndarray) -> None:
-    _imwrite(Path(path), range_to_png16(range_m))
+    save_image(path, range_to_png16(range_m))
 
 
 def read_range_png16(path: str | Path) -> np.ndarray:
@@ -173,7 +179,7 @@ def mask_to_png8(probability: np.ndarray) -> np.ndarray:
 
 def save_mask_png(path: str | Path, probability: np.ndarray) -> None:
     """One mask as an 8-bit PNG (255 = certainly within the threshold)."""
-    _imwrite(Path(path), mask_to_png8(probability))
+    save_image(path, mask_to_png8(probability))
 
 
 def save_mask_pngs(directory: str | Path, stem: str, masks: Mapping[int, np.ndarray]) -> list[Path]:
@@ -181,7 +187,7 @@ def save_mask_pngs(directory: str | Path, stem: str, masks: Mapping[int, np.ndar
     written = []
     for threshold, probability in sorted(masks.items()):
         path = Path(directory) / f"{stem}_within_{threshold}m.png"
-        _imwrite(path, mask_to_png8(probability))
+        save_image(path, mask_to_png8(probability))
         written.append(path)
     return written
 
@@ -213,7 +219,7 @@ def save_colorized(path: str | Path, range_m: np.ndarray, max_range_m: float) ->
     from dap_core.visualize import add_colorbar, colorize_range
 
     rgb = add_colorbar(colorize_range(_check_range(range_m), max_range_m), max_range_m)
-    _imwrite(Path(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    save_image(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def range_to_cloud(

@@ -55,6 +55,14 @@ def prepare_output_dir(out: Path) -> None:
         raise RuntimeError(f"cannot write to output directory {out}: {os_cause(err)}") from err
 
 
+def write_file(path: Path, write, *write_args, **write_kwargs) -> None:
+    """write(path, ...) with a full disk or unwritable path as one line naming the file."""
+    try:
+        write(path, *write_args, **write_kwargs)
+    except OSError as err:
+        raise RuntimeError(f"cannot write {path}: {os_cause(err)}") from err
+
+
 def os_cause(err: OSError) -> str:
     """The cause of an OSError in words ("No space left on device")."""
     return err.strerror or str(err)

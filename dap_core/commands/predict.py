@@ -31,12 +31,12 @@ from pathlib import Path
 
 from dap_core.commands.common import (
     add_predictor_arguments,
-    os_cause,
     parse_size,
     parse_thresholds,
     positive_int,
     prepare_output_dir,
     resolve_weights,
+    write_file,
 )
 
 PREPROCESS = ("official_eval", "official_infer")
@@ -227,26 +227,18 @@ class _FisheyeInput:
             raise ValueError(f"{path}{lens1}: {err}") from None
 
 
-def _write(path: Path, write, *write_args, **write_kwargs) -> None:
-    """write(path, ...) with a full disk or unwritable path as one line naming the file."""
-    try:
-        write(path, *write_args, **write_kwargs)
-    except OSError as err:
-        raise RuntimeError(f"cannot write {path}: {os_cause(err)}") from err
-
-
 def _write_outputs(args, out: Path, name: str, rgb, range_m, masks, predictor) -> None:
     from dap_core import io
 
     scale = io.preview_scale(range_m, predictor.max_range_m)
-    _write(out / f"{name}_range.npy", io.save_range_npy, range_m)
-    _write(out / f"{name}_range_mm.png", io.save_range_png16, range_m)
-    _write(out / f"{name}_range_color.png", io.save_colorized, range_m, scale)
+    write_file(out / f"{name}_range.npy", io.save_range_npy, range_m)
+    write_file(out / f"{name}_range_mm.png", io.save_range_png16, range_m)
+    write_file(out / f"{name}_range_color.png", io.save_colorized, range_m, scale)
     for threshold, probability in sorted(masks.items()):
-        _write(out / f"{name}_within_{threshold}m.png", io.save_mask_png, probability)
+        write_file(out / f"{name}_within_{threshold}m.png", io.save_mask_png, probability)
     if not args.no_ply:
         stride = args.ply_stride or io.ply_stride_for(range_m.shape, args.ply_points)
-        _write(out / f"{name}.ply", io.save_ply, range_m, rgb, stride=stride)
+        write_file(out / f"{name}.ply", io.save_ply, range_m, rgb, stride=stride)
 
 
 def run(args: argparse.Namespace) -> int:

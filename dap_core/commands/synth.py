@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from dap_core.commands.common import parse_panorama_size, prepare_output_dir
+from dap_core.commands.common import parse_panorama_size, prepare_output_dir, write_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,39 +50,12 @@ def preview(sample) -> np.ndarray:
     return np.concatenate([np.pad(sample.rgb, pad), rng, np.pad(normals, pad)], axis=1)
 
 
-def _save(path, data: bytes) -> None:
-    """Atomically, with a full disk or unwritable path as one line naming the file."""
-    from dap_core.files import atomic_write_bytes, write_error
-
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as err:
-        raise write_error(path, err) from err
-
-
-def _png(image: np.ndarray) -> bytes:
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise RuntimeError(f"could not encode a {image.shape} PNG")
-    return encoded.tobytes()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    import io
-
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from dap_core import io
     from dap_core.data.synthetic import generate_panorama
+    from dap_core.files import atomic_write_bytes
 
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
@@ -95,15 +68,15 @@ def run(args: argparse.Namespace) -> int:
         seed = args.seed + i
         s = generate_panorama(seed, height, width, scene=scene, domain=args.domain)
         stem = f"{seed:05d}"
-        _save(out / f"{stem}_rgb.png", _png(s.rgb[:, :, ::-1]))
-        _save(out / f"{stem}_range.npy", _npy(s.range_m))
-        _save(out / f"{stem}_normals.npy", _npy(s.normals))
+        write_file(out / f"{stem}_rgb.png", io.save_image, s.rgb[:, :, ::-1])
+        write_file(out / f"{stem}_range.npy", io.save_npy, s.range_m)
+        write_file(out / f"{stem}_normals.npy", io.save_npy, s.normals)
         if not args.no_preview:
-            _save(out / f"{stem}_preview.png", _png(preview(s)[:, :, ::-1]))
+            write_file(out / f"{stem}_preview.png", io.save_image, preview(s)[:, :, ::-1])
         rows.append(
             f"{seed},{s.scene},{s.domain},{stem}_rgb.png,{stem}_range.npy,{stem}_normals.npy"
         )
         print(f"{stem}: {s.scene:7s} {s.domain}")
-    _save(out / "index.csv", ("\n".join(rows) + "\n").encode())
+    write_file(out / "index.csv", atomic_write_bytes, ("\n".join(rows) + "\n").encode())
     print(f"wrote {args.n} panoramas ({height}x{width}) to {out}")
     return 0
