@@ -142,10 +142,11 @@ class OnnxRuntimeRunner:
     name = "onnxruntime"
 
     def __init__(
-        self, onnx_path: str | Path, threads: int, thresholds: Sequence[int], *, spin: bool = True
+        self, onnx_path: str | Path, threads: int, thresholds: Sequence[int], *, spin: bool = False
     ) -> None:
-        """spin=False stops onnxruntime's threads from busy-waiting after each run (they
-        would take the cores from whatever runs next: fair benchmarks, shared machines)."""
+        """spin=True lets onnxruntime's pool threads busy-wait after each run, its default.
+        Off here: on a robot the spinning took tens of ms of a core per frame from the
+        processes beside the node, for a latency gain within the noise of a frame."""
         import onnxruntime as ort
 
         from dap_core.export.onnx import DEPTH_OUTPUT, INPUT_NAME, mask_output_name, read_onnx_info

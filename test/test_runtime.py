@@ -194,6 +194,27 @@ def test_onnxruntime_backend_from_an_onnx_file_matches_torch(onnx_path, torch_pr
     assert batch.range_m.shape == (3, 64, 128)
 
 
+def test_onnxruntime_threads_do_not_spin_between_frames(onnx_path, tmp_path):
+    # onnxruntime's pool threads busy-wait after each run by default; in the node that burnt
+    # tens of ms of a core per frame that the robot's other processes needed. Between frames
+    # the process must be idle: CPU time over a 0.3 s pause after a frame stays near zero
+    # (the allowance covers the interpreter's own wake-ups; a spinning pool thread costs
+    # 35-45 ms of the 300 ms measured here on a busy 2-core machine).
+    import time
+
+    predictor = Predictor(onnx_path, backend="onnxruntime", threads=2, cache_dir=tmp_path)
+    rgb = rgb_image(64, 128, seed=12)
+    for _ in range(3):
+        predictor.predict(rgb)
+    idle_ms = []
+    for _ in range(3):
+        predictor.predict(rgb)
+        start = time.process_time()
+        time.sleep(0.3)
+        idle_ms.append((time.process_time() - start) * 1e3)
+    assert min(idle_ms) < 10.0, f"CPU ms used while idle after a frame: {idle_ms}"
+
+
 def test_onnx_file_refuses_another_input_size_or_the_torch_backend(onnx_path):
     with pytest.raises(ValueError, match="exported for input"):
         Predictor(onnx_path, backend="onnxruntime", input_size=(128, 256))
