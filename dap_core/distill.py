@@ -184,6 +184,8 @@ def init_from_teacher(student, teacher) -> tuple[int, int]:
     teacher) takes the teacher's leading slice, i.e. the student keeps the teacher's first
     channels of each channel space, consistently across the layers that share it (channel
     pruning without a ranking). Tensors larger than the teacher's keep their initialisation.
+    A shared-head student (`shared_head`) takes its one head from the teacher's depth head,
+    and its output layer's mask channels from the teacher's mask heads' output layers.
     Why: a student trained from random weights needs far more steps than a CPU affords to
     follow the teacher closely; this start already computes a reduced copy of its function.
     """
@@ -203,7 +205,39 @@ def init_from_teacher(student, teacher) -> tuple[int, int]:
         if all(m <= t for m, t in zip(tensor.shape, found.shape, strict=True)):
             tensor.copy_(found[tuple(slice(0, m) for m in tensor.shape)])
             copied += 1
+    if student.config.shared_head and not teacher.config.shared_head:
+        copied += _shared_output_channels(student, theirs, mine)
     return copied, len(mine)
+
+
+SHARED_OUTPUT = "heads.depth.scratch.output_conv2.2."  # the head's last 1x1 convolution
+MASK_START_SLOPE = 4.0  # logit units per depth-logit unit of the derived mask channels
+
+
+def _shared_output_channels(student, theirs: dict, mine: dict) -> int:
+    """A shared head's output layer from the teacher's depth head: row 0 is the teacher's
+    depth row; each mask row starts as "the depth channel says nearer than T" (T capped at
+    95 % of max_range_m, where the sky sits), a steep decreasing function of the same
+    depth logit, because a mask head's own output row reads its own hidden channels and
+    means nothing on the depth head's. Returns the student tensors filled (0 or 2)."""
+    import math
+
+    weight, bias = mine[SHARED_OUTPUT + "weight"], mine[SHARED_OUTPUT + "bias"]
+    w0, b0 = (
+        theirs.get("heads.depth.scratch.output_conv2.2.weight"),
+        theirs.get("heads.depth.scratch.output_conv2.2.bias"),
+    )
+    if w0 is None or b0 is None or w0.shape[1] < weight.shape[1]:
+        return 0
+    w0 = w0[0, : weight.shape[1]]
+    weight[0], bias[0] = w0, b0[0]
+    config = student.config
+    for row, threshold in enumerate(config.mask_thresholds, start=1):
+        fraction = min(threshold / config.max_range_m, 0.95)
+        cut = math.log(fraction / (1 - fraction))
+        weight[row] = -MASK_START_SLOPE * w0
+        bias[row] = MASK_START_SLOPE * (cut - b0[0])
+    return 2
 
 
 class TeacherLabels(Dataset):

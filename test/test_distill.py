@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -231,3 +232,26 @@ def test_the_benchmark_students_are_smaller_than_the_shipped_teacher(repo_root, 
     assert student.config.mask_thresholds == teacher.config.mask_thresholds
     count = sum(p.numel() for p in student.parameters())
     assert count < 0.7 * sum(p.numel() for p in teacher.parameters())
+
+
+def test_a_shared_head_student_starts_as_the_teachers_depth_head(repo_root):
+    import torch
+
+    from dap_core.distill import init_from_teacher
+    from dap_core.model import DAP, load_model
+
+    teacher = load_model(repo_root / "weights" / "dap_small").eval()
+    student = DAP(teacher.config.replace(shared_head=True)).eval()  # teacher's sizes, one head
+    copied, total = init_from_teacher(student, teacher)
+    assert copied == total
+    x = torch.randn(1, 3, *teacher.config.input_size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        mine, theirs = student(x), teacher(x)
+    assert torch.equal(mine.depth, theirs.depth)  # the same backbone and depth head, exactly
+    # The mask channel starts as sigmoid(4 (logit 0.95 - logit depth)): "within 100 m" where
+    # the teacher's depth is under 95 m. atol 1e-4: the logit recomputed from float32 depth
+    # carries ~6e-8 / (1 - depth) relative error, times the slope 4 and sigmoid' <= 1/4.
+    depth = theirs.depth[0, 0].double()
+    logit = torch.log(depth / (1 - depth))
+    expected = torch.sigmoid(4.0 * (math.log(0.95 / 0.05) - logit))
+    torch.testing.assert_close(mine.masks[100][0, 0].double(), expected, atol=1e-4, rtol=0)

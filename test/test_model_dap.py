@@ -284,3 +284,41 @@ def test_inference_rope_is_bit_identical_to_the_reference_rope():
         assert _inference_rope_applies(qkv, sin)
         assert not _inference_rope_applies(qkv.bfloat16(), sin)
     assert not _inference_rope_applies(qkv, sin)  # training keeps the autograd-friendly path
+
+
+# ------------------------------------------------------------- shared head
+def test_shared_head_computes_depth_and_every_mask_in_one_head(x):
+    torch.manual_seed(0)
+    model = DAP(micro_config(shared_head=True)).eval()
+    assert list(model.heads) == ["depth"]
+    calls, hooks = _count_head_calls(model)
+    try:
+        with torch.no_grad():
+            out = model(x, mask_thresholds=(50, 10))
+            raw = model.heads["depth"](model.features(x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == {"depth": 2}  # one call per forward, whatever the masks asked
+    assert raw.shape == (2, 5, 64, 128)  # depth + the config's four masks, in config order
+    assert torch.equal(out.depth, raw[:, :1])
+    assert torch.equal(out.masks[10], raw[:, 1:2]) and torch.equal(out.masks[50], raw[:, 3:4])
+    assert list(out.masks) == [50, 10]
+    depth, m100 = model.forward_tensors(x, (100,))
+    assert torch.equal(depth, raw[:, :1]) and torch.equal(m100, raw[:, 4:5])
+
+
+def test_shared_head_halves_the_counted_head_work_and_round_trips_through_json():
+    shared, separate = micro_config(shared_head=True), micro_config(mask_thresholds=(100,))
+    assert count_flops(shared).n_heads == 1 and count_flops(separate).n_heads == 2
+    assert DAPConfig.from_json(shared.to_json()) == shared
+    assert DAPConfig.from_json(separate.to_json()).shared_head is False
+
+
+def test_shared_head_has_no_separate_mask_heads_to_add_or_train():
+    model = DAP(micro_config(shared_head=True))
+    for call in (lambda: model.add_mask_head(30), lambda: model.freeze_all_but_mask_head(10)):
+        with pytest.raises(ValueError, match="one shared head"):
+            call()
+    with pytest.raises(ValueError, match="not the released layout"):
+        micro_config(shared_head=True, adapter="official")

@@ -47,3 +47,24 @@ def test_fixed_size_onnx_export_has_no_control_flow_and_matches(tmp_path):
     reduction = output_reduction(MICRO, grid_tokens(MICRO, 64, 128))
     assert_within_rounding(depth, expected_depth.numpy(), reduction, "depth")
     assert_within_rounding(mask, expected_mask.numpy(), reduction, "100 m mask")
+
+
+def test_a_shared_head_model_exports_its_depth_and_mask_channels(tmp_path):
+    from dap_core.export.onnx import export_onnx, read_onnx_info
+
+    config = micro_config(shared_head=True, mask_thresholds=(10, 100))
+    torch.manual_seed(0)
+    model = DAP(config).eval()
+    path = tmp_path / "shared.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_onnx(model, path, input_size=(64, 128), mask_thresholds=(100, 10))
+    assert read_onnx_info(path).mask_thresholds == (100, 10)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 64, 128)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = model.forward_tensors(x, (100, 10))
+    reduction = output_reduction(config, grid_tokens(config, 64, 128))
+    for name, mine, theirs in zip(("depth", "100 m", "10 m"), got, expected, strict=True):
+        assert_within_rounding(mine, theirs.numpy(), reduction, name)

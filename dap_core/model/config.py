@@ -34,6 +34,10 @@ class DAPConfig:
     `mask_thresholds`: metres; one range-mask head each. `mask_head_meaning`: "within" means
     a head outputs P(range <= T); "beyond" (the released single head) outputs P(range > T),
     and the model reports 1 - that.
+    `shared_head`: one DPT head computes depth (channel 0) and every range mask (channel
+    1 + i for mask_thresholds[i]) instead of one head each: half the head work with one mask,
+    for distilled students on small CPUs (`training/distill/shared.yaml`). The released
+    layout is separate heads (False).
     `input_size`: (H, W) pixels the model expects, multiples of `patch_size`.
     `normalize`: apply ImageNet mean/std after scaling RGB to [0, 1].
     """
@@ -58,6 +62,7 @@ class DAPConfig:
     max_range_m: float = 100.0
     mask_thresholds: tuple[int, ...] = (10, 20, 50, 100)
     mask_head_meaning: str = "within"
+    shared_head: bool = False
     input_size: tuple[int, int] = (512, 1024)
     normalize: bool = True
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
@@ -97,6 +102,10 @@ class DAPConfig:
             bad(f"mask_thresholds must be positive metres, got {self.mask_thresholds}")
         if len(self.input_size) != 2 or any(s % self.patch_size or s <= 0 for s in self.input_size):
             bad(f"input_size {self.input_size} must be two positive multiples of {self.patch_size}")
+        if not isinstance(self.shared_head, bool):
+            bad(f"shared_head must be true or false, got {self.shared_head!r}")
+        if self.shared_head and self.adapter == "official":
+            bad("shared_head is not the released layout: the official adapter has separate heads")
         if self.max_range_m <= 0:
             bad(f"max_range_m must be positive, got {self.max_range_m}")
 

@@ -1,5 +1,8 @@
 """DAP: DINOv3 ViT backbone -> adapter -> one DPT depth head + one DPT head per range mask.
 
+With `config.shared_head` one DPT head (under the name "depth") computes depth and every mask
+as its output channels.
+
 Output depth is range / max_range_m in (0, 1) (official scale: 1.0 = 100 m); each mask is the
 probability that a pixel's range is within T metres. Only the mask heads asked for run.
 Output size is 16 * floor(input / 16) per side, as in the official code, unless
@@ -42,7 +45,8 @@ class DAPOutput:
 class DAP(nn.Module):
     """Depth Any Panoramas. Input: [B, 3, H, W] float, already preprocessed (see preprocess.py).
 
-    Parts: `backbone` (DinoViT), `adapter`, `heads` (ModuleDict: "depth", "mask_<T>").
+    Parts: `backbone` (DinoViT), `adapter`, `heads` (ModuleDict: "depth", "mask_<T>"; only
+    "depth" with `config.shared_head`).
     """
 
     def __init__(self, config: DAPConfig | None = None) -> None:
@@ -54,14 +58,18 @@ class DAP(nn.Module):
             self.adapter: nn.Module = OfficialAdapter(config.embed_dim, config.norm_eps)
         else:
             self.adapter = CleanAdapter()
+        if config.shared_head:
+            outputs = 1 + len(config.mask_thresholds)
+            self.heads = nn.ModuleDict({DEPTH_HEAD: self._new_head(outputs)})
+            return
         self.heads = nn.ModuleDict({DEPTH_HEAD: self._new_head()})
         for threshold in config.mask_thresholds:
             self.heads[mask_head_name(threshold)] = self._new_head()
 
-    def _new_head(self) -> DPTHead:
+    def _new_head(self, outputs: int = 1) -> DPTHead:
         c = self.config
         return DPTHead(
-            c.embed_dim, c.head_features, c.head_out_channels, c.head_hidden, c.patch_size
+            c.embed_dim, c.head_features, c.head_out_channels, c.head_hidden, c.patch_size, outputs
         )
 
     # ----------------------------------------------------------------- forward
@@ -86,10 +94,17 @@ class DAP(nn.Module):
         grids = self.features(x)
         depth = self.heads[DEPTH_HEAD](grids)
         masks = {}
+        channel = {t: 1 + i for i, t in enumerate(self.config.mask_thresholds)}
         for threshold in thresholds:
-            prob = self.heads[mask_head_name(threshold)](grids)
+            if self.config.shared_head:
+                c = channel[threshold]
+                prob = depth[:, c : c + 1]
+            else:
+                prob = self.heads[mask_head_name(threshold)](grids)
             # The released head means "beyond T"; ours always report "within T".
             masks[threshold] = 1.0 - prob if self.config.mask_head_meaning == "beyond" else prob
+        if self.config.shared_head:
+            depth = depth[:, :1]
         if resize_to_input and depth.shape[-2:] != x.shape[-2:]:
             depth = _resize(depth, x.shape[-2:])
             masks = {t: _resize(m, x.shape[-2:]) for t, m in masks.items()}
@@ -140,7 +155,7 @@ class DAP(nn.Module):
         if mask_thresholds is None:
             return self.config.mask_thresholds
         thresholds = tuple(int(t) for t in mask_thresholds)
-        unknown = [t for t in thresholds if mask_head_name(t) not in self.heads]
+        unknown = [t for t in thresholds if t not in self.config.mask_thresholds]
         if unknown:
             raise ValueError(
                 f"no range-mask head for {unknown} m; this model has {self.config.mask_thresholds}"
@@ -154,6 +169,7 @@ class DAP(nn.Module):
         yield from self.heads.parameters()
 
     def mask_head(self, threshold_m: int) -> DPTHead:
+        self._refuse_shared("a separate range-mask head")
         name = mask_head_name(threshold_m)
         if name not in self.heads:
             raise ValueError(f"no range-mask head for {threshold_m} m")
@@ -161,6 +177,7 @@ class DAP(nn.Module):
 
     def add_mask_head(self, threshold_m: int) -> DPTHead:
         """Add a freshly initialised mask head for `threshold_m` metres (config updated)."""
+        self._refuse_shared("a mask head added")
         name = mask_head_name(threshold_m)
         if name in self.heads:
             raise ValueError(f"the model already has a range-mask head for {threshold_m} m")
@@ -179,6 +196,12 @@ class DAP(nn.Module):
         self.requires_grad_(False)
         head.requires_grad_(True)
         return list(head.parameters())
+
+    def _refuse_shared(self, what: str) -> None:
+        if self.config.shared_head:
+            raise ValueError(
+                f"this model computes depth and masks in one shared head; it cannot have {what}"
+            )
 
 
 def _resize(t: torch.Tensor, size: torch.Size) -> torch.Tensor:

@@ -56,7 +56,9 @@ class FeatureFusionBlock(nn.Module):
 class _Scratch(nn.Module):
     """Container named as in the official code so checkpoint keys map one to one."""
 
-    def __init__(self, in_channels: tuple[int, ...], features: int, hidden: int) -> None:
+    def __init__(
+        self, in_channels: tuple[int, ...], features: int, hidden: int, outputs: int = 1
+    ) -> None:
         super().__init__()
         for i, channels in enumerate(in_channels, start=1):
             conv = nn.Conv2d(channels, features, kernel_size=3, padding=1, bias=False)
@@ -67,13 +69,13 @@ class _Scratch(nn.Module):
         self.output_conv2 = nn.Sequential(
             nn.Conv2d(features // 2, hidden, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(hidden, 1, kernel_size=1),
+            nn.Conv2d(hidden, outputs, kernel_size=1),
             nn.Sigmoid(),
         )
 
 
 class DPTHead(nn.Module):
-    """Feature grids [B, C_embed, h, w] x 4 -> probability map [B, 1, patch*h, patch*w]."""
+    """Feature grids [B, C_embed, h, w] x 4 -> probability maps [B, outputs, patch*h, patch*w]."""
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class DPTHead(nn.Module):
         out_channels: tuple[int, ...],
         hidden: int = 32,
         patch_size: int = 16,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -97,7 +100,7 @@ class DPTHead(nn.Module):
                 nn.Conv2d(c3, c3, kernel_size=3, stride=2, padding=1),
             ]
         )
-        self.scratch = _Scratch(tuple(out_channels), features, hidden)
+        self.scratch = _Scratch(tuple(out_channels), features, hidden, outputs)
 
     def forward(self, grids: list[torch.Tensor]) -> torch.Tensor:
         h, w = grids[0].shape[-2:]
@@ -119,4 +122,4 @@ class DPTHead(nn.Module):
         out = s.output_conv1(path_1)
         size = (h * self.patch_size, w * self.patch_size)
         out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
-        return s.output_conv2(out)  # [B, 1, 16h, 16w] in (0, 1)
+        return s.output_conv2(out)  # [B, outputs, 16h, 16w] in (0, 1)

@@ -66,11 +66,12 @@ def count_flops(
     n_mask_heads: int | None = None,
 ) -> FlopCount:
     """FLOPs of one forward at (height, width) (default: config.input_size) with the depth head
-    and `n_mask_heads` mask heads (default: all of the config's)."""
+    and `n_mask_heads` mask heads (default: all of the config's); a shared head is one head
+    (its extra output channels are a 1x1 convolution's worth, not counted)."""
     height, width = config.input_size if height is None else (height, width)
     n_masks = len(config.mask_thresholds) if n_mask_heads is None else n_mask_heads
     return FlopCount(
         backbone=backbone_flops(config, height, width),
         per_head=head_flops(config, height, width),
-        n_heads=1 + n_masks,
+        n_heads=1 if config.shared_head else 1 + n_masks,
     )

@@ -44,13 +44,14 @@ def build_model(cfg: TrainConfig, init: str | Path | None = None):
 
 
 def set_start_range(model, range_m: float) -> None:
-    """Bias the depth head's last convolution so its sigmoid starts at range_m / D_max."""
+    """Bias the depth head's last convolution so its sigmoid starts at range_m / D_max (the
+    depth channel only: a shared head's mask channels keep theirs)."""
     import math
 
     fraction = min(max(range_m / model.config.max_range_m, 1e-4), 1 - 1e-4)
     last = [m for m in model.heads["depth"].modules() if isinstance(m, nn.Conv2d)][-1]
     with torch.no_grad():
-        last.bias.fill_(math.log(fraction / (1 - fraction)))
+        last.bias[:1].fill_(math.log(fraction / (1 - fraction)))
 
 
 def normalize_rgb(rgb: torch.Tensor, config) -> torch.Tensor:
