@@ -4,7 +4,7 @@
    camera size 256x512, seeds 600000+: neither the shipped model's training seeds, 0+ and
    500000+, nor the held-out ones) written as PNG, and M held-out frames with exact ground
    truth (seeds 900000+, the project's evaluation offset), kept in memory.
-2. `dap distill --config training/distill/small.yaml --teacher weights/dap_small --images ...`
+2. `dap distill --config training/distill/shared.yaml --teacher weights/dap_small --images ...`
    --init-from-teacher as a subprocess (the real command; --resume and a label cache in the
    work folder, so a rerun reuses the labels and, for the same config, the student).
 3. On the held-out frames, both models through the runtime (`Predictor`, torch backend, camera
@@ -20,9 +20,9 @@ Targets (issue 22): student AbsRel vs teacher < 0.05; student / teacher CPU time
 Exit status 1 when one is missed (the time ratio at any backend and thread count).
 
 Usage: .venv/bin/python bench/bench_distill.py [--train 4000] [--held-out 48] [--repeats 30]
-       [--work runs/bench_distill] [--config training/distill/small.yaml] [--threads 1,2]
+       [--work runs/bench_distill] [--config training/distill/shared.yaml] [--threads 1,2]
        [--backends torch,onnxruntime]
-Takes about 35 min on 2 busy cores (frames 3, labels 4, training 25, measuring 3); a rerun
+Takes about 45 min on 2 cores (frames 3, labels 4, training 30, measuring 5); a rerun
 with the same --work reuses the frames and labels (and the student of an unchanged config).
 """
 
@@ -46,7 +46,7 @@ from dap_core.commands.eval import SYNTHETIC_EVAL_SEED_OFFSET  # noqa: E402
 from dap_core.distill import teacher_agreement  # noqa: E402
 
 TEACHER = REPO / "weights" / "dap_small"
-CONFIG = REPO / "training" / "distill" / "small.yaml"
+CONFIG = REPO / "training" / "distill" / "shared.yaml"
 CAMERA_HW = (256, 512)  # the issue states the CPU time at this camera size
 TRAIN_SEED_OFFSET = 600_000  # unseen by the teacher's training (0+ sim, 500000+ real_like)
 DOMAIN = "real_like"

@@ -219,9 +219,9 @@ def test_teacher_agreement_is_absrel_on_the_teachers_within_pixels_and_mask_iou(
     assert teacher_agreement(student, sky)["abs_rel"] is None  # no pixel to compare, no NaN
 
 
-@pytest.mark.parametrize("name", ["small", "narrow"])
+@pytest.mark.parametrize("name", ["small", "narrow", "shared"])
 def test_the_benchmark_students_are_smaller_than_the_shipped_teacher(repo_root, name):
-    """training/distill/{small,narrow}.yaml load, build, and really are smaller students."""
+    """training/distill/{small,narrow,shared}.yaml load, build, and really are smaller students."""
     from dap_core.model import load_model
     from dap_core.train.tasks import build_model
 
