@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`make test &`, nohup) inherits
+# SIGINT as ignored, and an ignored signal stays ignored across exec: the node, launch and
+# `dap train` processes the tests stop with Ctrl-C would never see it. Python installs its
+# own handler only when SIGINT is not ignored, so restore the default here, for the children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # CI and developers have ../shared beside the clone; DAP_SHARED overrides it.
