@@ -184,8 +184,8 @@ def init_from_teacher(student, teacher) -> tuple[int, int]:
     teacher) takes the teacher's leading slice, i.e. the student keeps the teacher's first
     channels of each channel space, consistently across the layers that share it (channel
     pruning without a ranking). Tensors larger than the teacher's keep their initialisation.
-    A shared-head student (`shared_head`) takes its one head from the teacher's depth head,
-    and its output layer's mask channels from the teacher's mask heads' output layers.
+    A shared-head student (`shared_head`) takes its one head from the teacher's depth head;
+    its output layer's mask rows are derived from the depth row (`_shared_output_channels`).
     Why: a student trained from random weights needs far more steps than a CPU affords to
     follow the teacher closely; this start already computes a reduced copy of its function.
     """
@@ -223,10 +223,7 @@ def _shared_output_channels(student, theirs: dict, mine: dict) -> int:
     import math
 
     weight, bias = mine[SHARED_OUTPUT + "weight"], mine[SHARED_OUTPUT + "bias"]
-    w0, b0 = (
-        theirs.get("heads.depth.scratch.output_conv2.2.weight"),
-        theirs.get("heads.depth.scratch.output_conv2.2.bias"),
-    )
+    w0, b0 = theirs.get(SHARED_OUTPUT + "weight"), theirs.get(SHARED_OUTPUT + "bias")
     if w0 is None or b0 is None or w0.shape[1] < weight.shape[1]:
         return 0
     w0 = w0[0, : weight.shape[1]]

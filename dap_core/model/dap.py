@@ -94,10 +94,9 @@ class DAP(nn.Module):
         grids = self.features(x)
         depth = self.heads[DEPTH_HEAD](grids)
         masks = {}
-        channel = {t: 1 + i for i, t in enumerate(self.config.mask_thresholds)}
         for threshold in thresholds:
             if self.config.shared_head:
-                c = channel[threshold]
+                c = 1 + self.config.mask_thresholds.index(threshold)
                 prob = depth[:, c : c + 1]
             else:
                 prob = self.heads[mask_head_name(threshold)](grids)
