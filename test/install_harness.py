@@ -5,8 +5,10 @@ test_ros2_cli.py.
 - `install_non_editable(repo_root, target)`: `pip install --no-deps --prefix` of a clean copy
   of the checkout (no stale build/ reused); `Installed.env(domain)` is a ROS environment in
   which that copy, not the checkout or its editable install, is found.
-- `ros2(env, *args)`: one `ros2` command-line call; `LaunchProcess`: `ros2 launch` started in
-  its own session and stopped with SIGINT, as a user's Ctrl-C stops it.
+- `ros2(env, *args)`: one `ros2` command-line call; `ros2_service(env, *args)`: a repeatable
+  service call (`ros2 param`), retried when the CLI hangs on a lost response.
+- `LaunchProcess`: `ros2 launch` started in its own session and stopped with SIGINT, as a
+  user's Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,44 @@ def ros2(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.Com
     """`ros2 ARGS...`; run inside `ros2_daemon(env)` so that no daemon outlives the test."""
     command = [str(ROS2), *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+SERVICE_CALL_S = 20.0  # one ros2 CLI service call; answered in < 5 s on a loaded 2-core machine
+SERVICE_ATTEMPTS = 3
+
+
+def run_retrying_hangs(
+    command: list[str], env: dict[str, str] | None, timeout: float, attempts: int
+) -> subprocess.CompletedProcess:
+    """Run `command` up to `attempts` times while it hangs past `timeout`; only for commands
+    that may be repeated. A command that exits (with any status) is returned at once; one that
+    hangs every time raises TimeoutExpired naming the attempts."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as hang:
+            if attempt == attempts:
+                hang.cmd = f"{' '.join(command)} (hung {attempts} times)"
+                raise
+    raise ValueError(f"attempts must be >= 1, not {attempts}")
+
+
+def ros2_service(
+    env: dict[str, str],
+    *args: str,
+    timeout: float = SERVICE_CALL_S,
+    attempts: int = SERVICE_ATTEMPTS,
+) -> subprocess.CompletedProcess:
+    """`ros2 ARGS...` for a repeatable service call (`param get`, `param set`, `lifecycle get`).
+
+    The ros2 CLI waits for the service's response without a timeout (ros2param spins until the
+    future completes). A response lost while DDS is still matching the server's response
+    writer with the CLI's new reader (a known race, ros2/system_tests#420) hangs it forever: a
+    CI run saw `ros2 param set` silent for 60 s while the node went on publishing. Setting or
+    reading the same value again is harmless, so a hang is retried; a node that never answers
+    still fails after `attempts`.
+    """
+    return run_retrying_hangs([str(ROS2), *args], env, timeout, attempts)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,14 @@ import subprocess
 
 import pytest
 import yaml
-from install_harness import ROS2, LaunchProcess, ros2, ros2_cli_missing, ros2_daemon
+from install_harness import (
+    ROS2,
+    LaunchProcess,
+    ros2,
+    ros2_cli_missing,
+    ros2_daemon,
+    ros2_service,
+)
 from ros_harness import domain_id, wait_until
 
 pytestmark = [pytest.mark.ros]
@@ -108,8 +115,8 @@ def test_topic_hz_reports_a_rate(env, sim_launch):
 
 def test_param_set_cloud_stride_changes_the_cloud(env, sim_launch):
     width = int(echo_field(env, "/points", "width"))  # organised cloud: image width / stride
-    stride = int(ros2(env, "param", "get", "/dap", "cloud_stride").stdout.split()[-1])
-    run = ros2(env, "param", "set", "/dap", "cloud_stride", "4")
+    stride = int(ros2_service(env, "param", "get", "/dap", "cloud_stride").stdout.split()[-1])
+    run = ros2_service(env, "param", "set", "/dap", "cloud_stride", "4")
     assert "Set parameter successful" in run.stdout, run.stdout + run.stderr
     wanted = str(width * stride // 4)
     assert wait_for_field(env, "/points", "width", wanted) == wanted
@@ -117,17 +124,17 @@ def test_param_set_cloud_stride_changes_the_cloud(env, sim_launch):
 
 def test_param_set_max_range_and_frame_id_take_effect(env, sim_launch):
     for name, value in (("max_range", "20.0"), ("frame_id", "pano_test")):
-        run = ros2(env, "param", "set", "/dap", name, value)
+        run = ros2_service(env, "param", "set", "/dap", name, value)
         assert "Set parameter successful" in run.stdout, run.stdout + run.stderr
     assert wait_for_field(env, "/scan", "range_max", "20.0") == "20.0"
     assert wait_for_field(env, "/points", "header.frame_id", "pano_test") == "pano_test"
 
 
 def test_invalid_param_set_is_refused_with_its_reason(env, sim_launch):
-    run = ros2(env, "param", "set", "/dap", "min_range", "150.0")
+    run = ros2_service(env, "param", "set", "/dap", "min_range", "150.0")
     said = run.stdout + run.stderr
     assert "Setting parameter failed: min_range (150.0) must be below max_range" in said, said
-    assert ros2(env, "param", "get", "/dap", "min_range").stdout.split()[-1] == "0.0"
+    assert ros2_service(env, "param", "get", "/dap", "min_range").stdout.split()[-1] == "0.0"
 
 
 def test_sigint_stops_node_and_camera_cleanly(sim_launch):
@@ -159,7 +166,7 @@ def test_every_launch_argument_takes_effect(installed_package, tmp_path):
     with ros2_daemon(env), LaunchProcess(env, tmp_path / "launch.log", *arguments) as launch:
         ready = "[robot.dap]: ready: CompressedImage on '/cam/pano/compressed', backend torch"
         assert launch.wait_for_log(ready, READY_S), launch.log()
-        got = ros2(env, "param", "get", "/robot/dap", "weights").stdout
+        got = ros2_service(env, "param", "get", "/robot/dap", "weights").stdout
         assert got.split()[-1] == str(weights), got
         # The camera publishes JPEGs on the remapped topic; the cloud comes out under the
         # namespace, with params_file's stride and frame.

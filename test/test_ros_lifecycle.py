@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from install_harness import SERVICE_ATTEMPTS, SERVICE_CALL_S, run_retrying_hangs
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from ros_harness import NodeProcess, domain_id, ros_client, ros_env, stamped
@@ -192,9 +193,15 @@ def test_every_transition_with_ros2_lifecycle_commands(tmp_path):
         # Through a ros2 daemon of this test's domain (started and stopped here), which keeps
         # the discovered graph between commands; a fresh daemon may not have found the node
         # yet, so "Node not found" is retried (it never yields a wrong state).
+        # `get` may be repeated, so a call hung on a lost service response is retried
+        # (install_harness.ros2_service); a transition is sent once.
+        repeatable = args[0] == "get"
         for _ in range(CLI_ATTEMPTS):
-            done = subprocess.run(
-                [ros2, "lifecycle", *args], env=env, capture_output=True, text=True, timeout=60
+            done = run_retrying_hangs(
+                [ros2, "lifecycle", *args],
+                env,
+                timeout=SERVICE_CALL_S if repeatable else 60,
+                attempts=SERVICE_ATTEMPTS if repeatable else 1,
             )
             if "Node not found" not in done.stderr + done.stdout:
                 break

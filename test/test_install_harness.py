@@ -1,0 +1,43 @@
+"""The test harness's retry of a hung ros2 CLI call (install_harness.run_retrying_hangs).
+
+A real subprocess that hangs on its first run and answers on its second stands in for
+`ros2 param set` whose first response was lost: the harness must return the second answer,
+and a command that hangs every time must still fail, naming how often it hung.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from install_harness import run_retrying_hangs
+
+HANG_ONCE = """
+import pathlib, sys, time
+marker = pathlib.Path(sys.argv[1])
+if not marker.exists():
+    marker.touch()
+    time.sleep(60)  # the lost response: never answers
+print("Set parameter successful")
+"""
+
+
+def test_a_call_that_hangs_once_is_retried_and_its_answer_returned(tmp_path):
+    command = [sys.executable, "-c", HANG_ONCE, str(tmp_path / "first")]
+    run = run_retrying_hangs(command, env=None, timeout=3.0, attempts=2)
+    assert run.returncode == 0 and run.stdout.strip() == "Set parameter successful"
+
+
+def test_a_call_that_always_hangs_fails_naming_the_attempts():
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(subprocess.TimeoutExpired, match="hung 2 times"):
+        run_retrying_hangs(command, env=None, timeout=1.0, attempts=2)
+
+
+def test_a_call_that_exits_with_an_error_is_not_repeated(tmp_path):
+    counter = tmp_path / "runs"
+    script = "import pathlib, sys; open(sys.argv[1], 'a').write('x'); raise SystemExit(3)"
+    command = [sys.executable, "-c", script, str(counter)]
+    run = run_retrying_hangs(command, env=None, timeout=10.0, attempts=3)
+    assert run.returncode == 3 and counter.read_text() == "x"
