@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from model_helpers import micro_config
 
 from dap_core.model import DAP, DAPConfig, DAPOutput
@@ -284,6 +285,57 @@ def test_inference_rope_is_bit_identical_to_the_reference_rope():
         assert _inference_rope_applies(qkv, sin)
         assert not _inference_rope_applies(qkv.bfloat16(), sin)
     assert not _inference_rope_applies(qkv, sin)  # training keeps the autograd-friendly path
+
+
+# ------------------------------------------------------------- low-res output
+def test_low_res_output_runs_the_output_convs_at_half_size_and_resizes_the_logits(x):
+    """head_low_res_output: output_conv2's 3x3 and 1x1 run at 8h x 8w (the fusion's size)
+    and only their logits are resized to 16h x 16w, by hand here from the head's own parts."""
+    torch.manual_seed(0)
+    model = DAP(micro_config(head_low_res_output=True, shared_head=True)).eval()
+    head = model.heads["depth"]
+    with torch.no_grad():
+        grids = model.features(x)
+        got = head(grids)
+        h, w = grids[0].shape[-2:]
+        s = head.scratch
+        levels = [r(p(g)) for g, p, r in zip(grids, head.projects, head.resize_layers, strict=True)]
+        rn = [getattr(s, f"layer{i}_rn")(level) for i, level in enumerate(levels, start=1)]
+        path = s.refinenet4(rn[3], size=rn[2].shape[2:])
+        path = s.refinenet3(path, rn[2], size=rn[1].shape[2:])
+        path = s.refinenet2(path, rn[1], size=rn[0].shape[2:])
+        path = s.refinenet1(path, rn[0])
+        conv, relu, last = list(s.output_conv2)[:3]  # then the sigmoid
+        logits = last(relu(conv(s.output_conv1(path))))
+        assert logits.shape[-2:] == (8 * h, 8 * w)
+        size = (16 * h, 16 * w)
+        wanted = torch.sigmoid(F.interpolate(logits, size, mode="bilinear", align_corners=True))
+    assert got.shape == (2, 5, 16 * h, 16 * w)
+    assert torch.equal(got, wanted)  # the same ops in the same order: bit for bit
+    full = DAP(micro_config(shared_head=True)).eval()
+    full.load_state_dict(model.state_dict())  # the same tensors: only where they run differs
+    with torch.no_grad():
+        assert not torch.equal(full.heads["depth"](grids), got)
+
+
+def test_low_res_output_counts_its_output_convs_at_a_quarter_of_the_pixels():
+    low, full = micro_config(head_low_res_output=True), micro_config()
+    h, w = (s // low.patch_size for s in low.input_size)
+    f, hidden = low.head_features, low.head_hidden
+    # conv3x3 (f/2 -> hidden) and conv1x1 (hidden -> 1), 2 FLOPs a multiply-add (biases not
+    # counted), on 16h x 16w pixels at full size and 8h x 8w low: 3/4 of those convolutions.
+    per_pixel = 2 * 9 * (f // 2) * hidden + 2 * hidden
+    saved = per_pixel * (256 * h * w - 64 * h * w)
+    assert count_flops(full).per_head - count_flops(low).per_head == saved
+    assert DAPConfig.from_json(low.to_json()) == low
+    assert DAPConfig.from_json(full.to_json()).head_low_res_output is False
+
+
+def test_low_res_output_is_refused_with_the_official_adapter_and_must_be_a_bool():
+    with pytest.raises(ValueError, match="not the released layout"):
+        micro_config(head_low_res_output=True, adapter="official")
+    with pytest.raises(ValueError, match="head_low_res_output must be true or false"):
+        micro_config(head_low_res_output="yes")
 
 
 # ------------------------------------------------------------- shared head

@@ -49,10 +49,13 @@ def test_fixed_size_onnx_export_has_no_control_flow_and_matches(tmp_path):
     assert_within_rounding(mask, expected_mask.numpy(), reduction, "100 m mask")
 
 
-def test_a_shared_head_model_exports_its_depth_and_mask_channels(tmp_path):
+@pytest.mark.parametrize("low_res_output", [False, True], ids=["full_res", "low_res_output"])
+def test_a_shared_head_model_exports_its_depth_and_mask_channels(tmp_path, low_res_output):
     from dap_core.export.onnx import export_onnx, read_onnx_info
 
-    config = micro_config(shared_head=True, mask_thresholds=(10, 100))
+    config = micro_config(
+        shared_head=True, mask_thresholds=(10, 100), head_low_res_output=low_res_output
+    )
     torch.manual_seed(0)
     model = DAP(config).eval()
     path = tmp_path / "shared.onnx"

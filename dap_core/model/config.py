@@ -38,6 +38,10 @@ class DAPConfig:
     1 + i for mask_thresholds[i]) instead of one head each: half the head work with one mask,
     for distilled students on small CPUs (`training/distill/shared.yaml`). The released
     layout is separate heads (False).
+    `head_low_res_output`: each head's last two convolutions (3x3 to `head_hidden`, 1x1 to
+    the outputs) run at half the output size, where the fusion ends, and only their logits
+    are resized: a quarter of their pixels, about a fifth of a small student's CPU time.
+    The released head runs them at full size (False).
     `input_size`: (H, W) pixels the model expects, multiples of `patch_size`.
     `normalize`: apply ImageNet mean/std after scaling RGB to [0, 1].
     """
@@ -63,6 +67,7 @@ class DAPConfig:
     mask_thresholds: tuple[int, ...] = (10, 20, 50, 100)
     mask_head_meaning: str = "within"
     shared_head: bool = False
+    head_low_res_output: bool = False
     input_size: tuple[int, int] = (512, 1024)
     normalize: bool = True
     mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
@@ -106,6 +111,10 @@ class DAPConfig:
             bad(f"shared_head must be true or false, got {self.shared_head!r}")
         if self.shared_head and self.adapter == "official":
             bad("shared_head is not the released layout: the official adapter has separate heads")
+        if not isinstance(self.head_low_res_output, bool):
+            bad(f"head_low_res_output must be true or false, got {self.head_low_res_output!r}")
+        if self.head_low_res_output and self.adapter == "official":
+            bad("head_low_res_output is not the released layout: its heads end at full size")
         if self.max_range_m <= 0:
             bad(f"max_range_m must be positive, got {self.max_range_m}")
 

@@ -69,7 +69,13 @@ class DAP(nn.Module):
     def _new_head(self, outputs: int = 1) -> DPTHead:
         c = self.config
         return DPTHead(
-            c.embed_dim, c.head_features, c.head_out_channels, c.head_hidden, c.patch_size, outputs
+            c.embed_dim,
+            c.head_features,
+            c.head_out_channels,
+            c.head_hidden,
+            c.patch_size,
+            outputs,
+            low_res_output=c.head_low_res_output,
         )
 
     # ----------------------------------------------------------------- forward

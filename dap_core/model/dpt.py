@@ -3,8 +3,8 @@
 Structure and parameter names follow Depth-Anything-V2's `DPTHead` as the released DAP uses it
 (spec §3): per-level 1x1 projection and resize (x4, x2, x1, /2), 3x3 "rn" convs to a common
 width, a top-down chain of fusion blocks (`path_4` ... `path_1`, bilinear with
-align_corners=True), then output convs ending in a sigmoid. DAP has one of these for depth and
-one per range mask.
+align_corners=True), then output convs ending in a sigmoid (at 16x; with `low_res_output` at
+8x, only the logits resized). DAP has one of these for depth and one per range mask.
 """
 
 from __future__ import annotations
@@ -85,9 +85,11 @@ class DPTHead(nn.Module):
         hidden: int = 32,
         patch_size: int = 16,
         outputs: int = 1,
+        low_res_output: bool = False,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.low_res_output = low_res_output
         self.projects = nn.ModuleList(
             nn.Conv2d(in_channels, c, kernel_size=1) for c in out_channels
         )
@@ -121,5 +123,11 @@ class DPTHead(nn.Module):
 
         out = s.output_conv1(path_1)
         size = (h * self.patch_size, w * self.patch_size)
+        if self.low_res_output:  # the last convs at 8h x 8w; only the logits are resized
+            *convs, sigmoid = s.output_conv2
+            for layer in convs:
+                out = layer(out)
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
+            return sigmoid(out)
         out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
         return s.output_conv2(out)  # [B, outputs, 16h, 16w] in (0, 1)

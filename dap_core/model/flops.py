@@ -52,7 +52,7 @@ def head_flops(config: DAPConfig, height: int, width: int) -> float:
     flops += 2 * rcu * res[1] + _conv(f, f, 1, res[0])  # refinenet2
     flops += 2 * rcu * res[0] + _conv(f, f, 1, 4 * res[0])  # refinenet1 (x2 upsample)
     flops += _conv(f, f // 2, 3, 4 * res[0])  # output_conv1
-    out_pixels = hw * p * p
+    out_pixels = 4 * res[0] if config.head_low_res_output else hw * p * p
     flops += _conv(f // 2, config.head_hidden, 3, out_pixels) + _conv(
         config.head_hidden, 1, 1, out_pixels
     )
