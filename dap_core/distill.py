@@ -12,6 +12,8 @@ Owns `dap distill`'s two phases, on the stage-3 machinery of dap_core.train:
 2. Train. The student (model section of the config) is trained by the one `Trainer` with
    `DepthTask` (the stage losses, checkpoints, resume, DDP) on the cached labels, and saved
    with `save_model` under OUT/model: the node loads it with `weights:=OUT/model`.
+   With distill.feature_weight > 0 the task adds a feature loss against the teacher run on
+   every batch (`dap_core.feature_distill`).
    With --init-from-teacher the student starts from the teacher's tensors
    (`init_from_teacher`): every other block, the leading channels of narrower layers.
 Nothing is unpickled: labels are read with np.load(allow_pickle=False).
@@ -23,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,7 @@ class DistillReport:
     cached: int = 0  # labels found in the cache
     steps: int = 0
     model_dir: str = ""
+    last_logs: dict[str, float] = field(default_factory=dict)  # the last step's losses
 
 
 @torch.no_grad()
@@ -314,10 +317,16 @@ def run_distill(
     if init_student:
         copied, total = init_from_teacher(model, teacher)
         log(f"student: {copied} of {total} tensors start from the teacher's")
-    del teacher
+    if cfg.distill.feature_weight > 0:
+        from dap_core.feature_distill import FeatureDistillTask
+
+        task = FeatureDistillTask(cfg, model, teacher)
+    else:
+        task = DepthTask(cfg, model)
+    del teacher  # the task holds it only for feature distillation
     trainer = Trainer(
         cfg,
-        DepthTask(cfg, model),
+        task,
         TeacherLabels(source, cache, keys),
         env=env,
         run_dir=out,
@@ -325,7 +334,7 @@ def run_distill(
         batch_size=cfg.schedule.batch_size,
     )
     result = trainer.fit(resume=resume)
-    report.steps = result.steps
+    report.steps, report.last_logs = result.steps, dict(result.last_logs)
     if env.is_main:
         save_model(model, final)
         log(f"student: {result.steps} steps in {result.elapsed_s:.0f} s; saved to {final}")

@@ -255,3 +255,89 @@ def test_a_shared_head_student_starts_as_the_teachers_depth_head(repo_root):
     logit = torch.log(depth / (1 - depth))
     expected = torch.sigmoid(4.0 * (math.log(0.95 / 0.05) - logit))
     torch.testing.assert_close(mine.masks[100][0, 0].double(), expected, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------- feature distillation
+def test_feature_loss_is_the_mean_relative_squared_error_of_the_four_grids():
+    import torch
+
+    from dap_core.feature_distill import feature_distill_loss
+
+    teacher = [torch.full((2, 8, 3, 4), 2.0) for _ in range(4)]
+    student = [t.clone() for t in teacher]
+    assert feature_distill_loss(student, teacher).item() == 0.0
+    # Grid 0 off by 1 everywhere: |1|^2 / |2|^2 = 0.25 there, 0 in the other three.
+    student[0] = student[0] + 1.0
+    assert feature_distill_loss(student, teacher).item() == 0.25 / 4
+    with pytest.raises(ValueError, match=r"student grid 1 .* teacher's"):
+        feature_distill_loss([student[0], student[1][:, :4], *student[2:]], teacher)
+
+
+def test_feature_distill_task_adds_the_feature_loss_of_the_students_head_inputs(repo_root):
+    """A student that is the teacher has no feature loss; a 4-block student has, its gradient
+    reaches the student's backbone, and the teacher gets none."""
+    import torch
+
+    from dap_core.distill import init_from_teacher
+    from dap_core.feature_distill import FeatureDistillTask
+    from dap_core.model import DAP, load_model
+    from dap_core.train.tasks import DepthTask
+
+    cfg = load_config(
+        repo_root / "training" / "distill" / "shared.yaml", ["distill.feature_weight=2.0"]
+    )
+    teacher = load_model(repo_root / "weights" / "dap_small").eval()
+    rng = torch.Generator().manual_seed(0)
+    batch = {
+        "rgb": torch.rand(2, 3, *teacher.config.input_size, generator=rng),
+        "range_m": torch.rand(2, 1, *teacher.config.input_size, generator=rng) * 50 + 1,
+    }
+    batch["valid"] = torch.ones_like(batch["range_m"], dtype=torch.bool)
+    twin = DAP(teacher.config.replace(shared_head=True))
+    init_from_teacher(twin, teacher)
+    total, logs, _ = FeatureDistillTask(cfg, twin, teacher).step(twin, batch)
+    plain, plain_logs, _ = DepthTask(cfg, twin).step(twin, batch)
+    assert logs["feature"] == 0.0 and torch.equal(total, plain)
+
+    student = DAP(teacher.config.replace(shared_head=True, depth=4, layer_indices=(0, 1, 2, 3)))
+    init_from_teacher(student, teacher)
+    total, logs, _ = FeatureDistillTask(cfg, student, teacher).step(student, batch)
+    plain, plain_logs, _ = DepthTask(cfg, student).step(student, batch)
+    assert logs["feature"] > 0
+    assert logs["total"] == pytest.approx(plain_logs["total"] + 2.0 * logs["feature"], rel=1e-5)
+    total.backward()
+    assert student.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_feature_distillation_needs_the_teachers_width(repo_root):
+    from dap_core.feature_distill import FeatureDistillTask
+    from dap_core.model import DAP, load_model
+
+    cfg = load_config(
+        repo_root / "training" / "distill" / "tiny.yaml", ["distill.feature_weight=1.0"]
+    )
+    teacher = load_model(repo_root / "weights" / "dap_small")
+    narrow = DAP(teacher.config.replace(embed_dim=96))
+    with pytest.raises(ValueError, match=r"embed_dim 96 .* teacher's 192"):
+        FeatureDistillTask(cfg, narrow, teacher)
+    with pytest.raises(ValueError, match=r"distill\.feature_weight"):
+        load_config(repo_root / "training" / "distill" / "tiny.yaml", ["distill.feature_weight=-1"])
+
+
+def test_a_feature_distilled_run_trains_and_logs_its_feature_loss(repo_root, tmp_path, panoramas):
+    cfg = load_config(
+        repo_root / "training" / "distill" / "tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'f'}",
+            "schedule.max_steps=2",
+            "curation.batch_size=2",
+            "distill.feature_weight=1.0",
+            "model.overrides.embed_dim=192",  # the teacher's width, so its grids compare
+            "model.overrides.num_heads=3",
+        ],
+    )
+    teacher = repo_root / "weights" / "dap_small"
+    report = run_distill(cfg, teacher, panoramas, _env(), init_student=True)
+    assert report.steps == 2 and report.last_logs["feature"] > 0
+    assert (tmp_path / "f" / "model" / "config.json").is_file()

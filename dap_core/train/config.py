@@ -165,6 +165,16 @@ class EvalSection:
 
 
 @dataclass(frozen=True)
+class DistillSection:
+    """`dap distill` only. feature_weight: weight of a feature loss that pulls the student's
+    four head inputs towards the teacher's (`dap_core.distill.feature_distill_loss`; the
+    teacher then runs on every training batch, as augmentation moves the image); 0 = off,
+    the student learns from the cached labels alone."""
+
+    feature_weight: float = 0.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One stage of the pipeline. `previous`: output_dir of the stage before (stages 2, 3)."""
 
@@ -182,6 +192,7 @@ class TrainConfig:
     discriminator: DiscriminatorSection = DiscriminatorSection()
     curation: CurationSection = CurationSection()
     eval: EvalSection = EvalSection()
+    distill: DistillSection = DistillSection()
     source: str | None = None  # the YAML file this came from (for relative paths)
 
     def __post_init__(self) -> None:
@@ -246,6 +257,7 @@ SECTIONS = {
     "discriminator": DiscriminatorSection,
     "curation": CurationSection,
     "eval": EvalSection,
+    "distill": DistillSection,
 }
 
 
@@ -276,6 +288,7 @@ LIMITS: dict[str, tuple[str, float]] = {
     "curation.shard_size": (">=", 1),
     "eval.batch_size": (">=", 1),
     "eval.max_samples": (">=", 1),
+    "distill.feature_weight": (">=", 0),
 }
 
 
