@@ -199,6 +199,37 @@ def test_a_smaller_student_starts_from_every_other_teacher_block_and_its_first_c
         student_block_sources(9, 8)
 
 
+def test_a_student_starts_from_the_teacher_blocks_it_is_given(repo_root):
+    """distill.teacher_blocks: which teacher blocks the student's blocks copy, e.g. the first
+    block, which an evenly spaced choice drops and which the teacher's features need most."""
+    import torch
+
+    from dap_core.distill import init_from_teacher
+    from dap_core.model import DAP, load_model
+
+    teacher = load_model(repo_root / "weights" / "dap_small")
+    student = DAP(teacher.config.replace(depth=4, layer_indices=(0, 1, 2, 3)))
+    copied, total = init_from_teacher(student, teacher, blocks=(0, 3, 4, 7))
+    assert copied == total
+    for mine, theirs in zip(student.backbone.blocks, (0, 3, 4, 7), strict=True):
+        assert torch.equal(mine.attn.qkv.weight, teacher.backbone.blocks[theirs].attn.qkv.weight)
+    for blocks, why in (
+        ((0, 3, 7), "4 blocks"),
+        ((0, 4, 3, 7), "increasing"),
+        ((0, 3, 4, 8), "teacher has 8"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            init_from_teacher(student, teacher, blocks=blocks)
+    cfg = load_config(
+        repo_root / "training" / "distill" / "tiny.yaml", ["distill.teacher_blocks=[0,3,4,7]"]
+    )
+    assert cfg.distill.teacher_blocks == (0, 3, 4, 7)
+    with pytest.raises(ValueError, match=r"distill\.teacher_blocks"):
+        load_config(
+            repo_root / "training" / "distill" / "tiny.yaml", ["distill.teacher_blocks=[0,x]"]
+        )
+
+
 def test_teacher_agreement_is_absrel_on_the_teachers_within_pixels_and_mask_iou():
     from dap_core.distill import teacher_agreement
     from dap_core.prediction import Prediction

@@ -169,9 +169,12 @@ class DistillSection:
     """`dap distill` only. feature_weight: weight of a feature loss that pulls the student's
     four head inputs towards the teacher's (`dap_core.distill.feature_distill_loss`; the
     teacher then runs on every training batch, as augmentation moves the image); 0 = off,
-    the student learns from the cached labels alone."""
+    the student learns from the cached labels alone. teacher_blocks: with --init-from-teacher,
+    the teacher block each student block starts from (increasing, one per student block);
+    null = evenly spaced (`dap_core.distill.student_block_sources`)."""
 
     feature_weight: float = 0.0
+    teacher_blocks: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,14 @@ class TrainConfig:
         if not 0.0 <= self.data.max_skip_fraction <= 1.0:
             raise ValueError(
                 f"data.max_skip_fraction is a fraction in [0, 1], got {self.data.max_skip_fraction}"
+            )
+        blocks = self.distill.teacher_blocks
+        if blocks is not None and not (
+            isinstance(blocks, tuple)
+            and all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in blocks)
+        ):
+            raise ValueError(
+                f"distill.teacher_blocks must be a list of teacher block numbers, got {blocks!r}"
             )
         if not 0.0 <= self.data.camera_effects <= 1.0:
             raise ValueError(
