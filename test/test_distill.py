@@ -372,3 +372,24 @@ def test_a_feature_distilled_run_trains_and_logs_its_feature_loss(repo_root, tmp
     report = run_distill(cfg, teacher, panoramas, _env(), init_student=True)
     assert report.steps == 2 and report.last_logs["feature"] > 0
     assert (tmp_path / "f" / "model" / "config.json").is_file()
+
+
+def test_a_run_without_progress_bar_prints_a_line_every_log_every_steps(
+    repo_root, tmp_path, panoramas, capsys
+):
+    """runtime.progress false (a batch job's log file): each log_every steps still says where
+    the run is, with its losses and pace; the bar would otherwise be the only progress."""
+    cfg = load_config(
+        repo_root / "training" / "distill" / "tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'p'}",
+            "schedule.max_steps=4",
+            "schedule.log_every=2",
+            "curation.batch_size=2",
+            "runtime.progress=false",
+        ],
+    )
+    run_distill(cfg, repo_root / "weights" / "dap_small", panoramas, _env())
+    lines = [line for line in capsys.readouterr().out.splitlines() if "] step " in line]
+    assert [line.split("] step ")[1].split()[0] for line in lines] == ["2/4", "4/4"], lines
+    assert all(" total " in line and " s/step" in line for line in lines), lines

@@ -392,6 +392,14 @@ class Trainer:
         if bar is not None:
             shown = {k: f"{v:.4g}" for k, v in logs.items() if k in ("total", "d_loss", "silog")}
             bar.set_postfix(shown)
+        else:  # no bar (runtime.progress false, a log file): one line says where the run is
+            losses = "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if k != "grad_norm")
+            pace = self.elapsed_s / max(self.step, 1)
+            left = (self.steps - self.step) * pace
+            self._say(
+                f"step {self.step}/{self.steps}  {losses}  {pace:.3g} s/step, "
+                f"{left / 60:.1f} min left"
+            )
 
     def _preview(self, writer, batch: dict[str, Any], pred: torch.Tensor) -> None:
         writer.add_image(
