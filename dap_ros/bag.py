@@ -7,7 +7,10 @@ from the same parameters (dap_ros.predictors), compute the same outputs
 header stamps and frame ids, at the input record's timestamp. Frames are batched through the
 predictor when asked (`batch`), which helps GPU backends. With `fisheye_calibration` of
 layout side_by_side each frame is remapped to ERP first (dap_core.fisheye.FisheyeFrames) and
-pixels no lens sees get NaN range, as in the node; two lens topics (two_images) are refused.
+pixels no lens sees get NaN range, as in the node. With a two_images calibration the two lens
+topics (the node's lens0_topic / lens1_topic, or `lens_topics`) are paired by header stamp with
+the node's rule (dap_ros.lens_pairing, the recording's timestamps as arrival times) and each
+pair is remapped; an unpaired lens frame is skipped and counted.
 
 The output bag is written inside a hidden `.<name>.partial` directory beside OUT and moved to
 OUT only once complete: an interrupted run leaves no bag at OUT, and the next run removes the
@@ -33,6 +36,7 @@ from dap_core.prediction import Prediction
 from dap_ros import decode, projection
 from dap_ros.bag_messages import MSGTYPES, OutputSerializer, typestore
 from dap_ros.frame_outputs import OUTPUTS, TOPICS, compute_outputs
+from dap_ros.lens_pairing import LensPairer
 from dap_ros.params import Settings
 from dap_ros.temporal_filter import TemporalFilter
 
@@ -56,6 +60,7 @@ class BagJob:
     namespace: str | None = None
     storage: str | None = None
     batch: int = 1
+    lens_topics: tuple[str, str] | None = None  # two_images: lens 0 and lens 1 topics
     copy_input: bool = False
     overwrite: bool = False
     distro: str = "kilted"
@@ -118,28 +123,52 @@ def check_job(job: BagJob) -> None:
         raise ValueError("the output bag must not be the input bag")
     if job.dest.exists() and not job.overwrite:
         raise ValueError(f"output {job.dest} exists (pass --overwrite to replace it)")
-    if job.settings.fisheye_calibration:
-        _fisheye_input(job.settings)
+    fisheye = _fisheye_input(job.settings) if job.settings.fisheye_calibration else None
+    if job.lens_topics is not None and not (fisheye is not None and fisheye.two_images):
+        raise ValueError("--lens0/--lens1 need a two_images fisheye_calibration (two lens topics)")
     from rosbags.rosbag2 import Reader, ReaderError
 
     try:
         with Reader(job.source) as reader:
-            _image_connection(reader, job.topic)
+            _input_connections(reader, job, fisheye)
     except ReaderError as err:
         raise ValueError(f"cannot read the bag {job.source}: {err}") from err
 
 
 def _fisheye_input(s: Settings):
-    """The side-by-side remapper of `fisheye_calibration`; ValueError for two lens topics."""
+    """The remapper of `fisheye_calibration` (one side-by-side image or two lens images)."""
     from dap_core.fisheye import FisheyeFrames
 
-    fisheye = FisheyeFrames(s.fisheye_calibration, s.fisheye_erp_height)
-    if fisheye.two_images:
+    return FisheyeFrames(s.fisheye_calibration, s.fisheye_erp_height)
+
+
+def _input_connections(reader, job: BagJob, fisheye) -> list:
+    """The image connection, or lens 0's and lens 1's for a two_images calibration."""
+    if fisheye is None or not fisheye.two_images:
+        return [_image_connection(reader, job.topic)]
+    s = job.settings
+    if job.lens_topics is not None:
+        return [_image_connection(reader, topic) for topic in job.lens_topics]
+    suffix = "/compressed" if s.compressed_input else ""
+    names = (s.lens0_topic + suffix, s.lens1_topic + suffix)
+    return [_lens_connection(reader, lens, name) for lens, name in enumerate(names)]
+
+
+def _lens_connection(reader, lens: int, name: str):
+    """The image topic the node would read as lens `lens`'s `name`: that absolute topic, or
+    the one topic ending in /name (the node resolves a relative name in its namespace)."""
+    images = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
+    found = [c for c in images if c.topic == name or c.topic.endswith("/" + name.lstrip("/"))]
+    if name.startswith("/"):
+        found = [c for c in images if c.topic == name]
+    if len({c.topic for c in found}) != 1:
+        listed = ", ".join(sorted({c.topic for c in images})) or "none"
+        why = "is not in the bag" if not found else "matches several topics"
         raise ValueError(
-            f"{s.fisheye_calibration}: dap bag takes one image topic (side_by_side); pairing"
-            " two lens topics (two_images) is done by the node only"
+            f"lens {lens} topic '{name}' {why} (image topics: {listed}); "
+            f"choose it with --lens{lens} or -p lens{lens}_topic:=..."
         )
-    return fisheye
+    return found[0]
 
 
 def _image_connection(reader, topic: str | None):
@@ -213,9 +242,11 @@ def process_bag(
         log(f"removing {partial}, left by an interrupted run")
         shutil.rmtree(partial)
     with Reader(job.source) as reader:
-        image_conn = _image_connection(reader, job.topic)
-        summary.topic = image_conn.topic
-        namespace = job.namespace or _image_namespace(image_conn.topic, image_conn.msgtype)
+        fisheye = _fisheye_input(s) if s.fisheye_calibration else None
+        inputs = _input_connections(reader, job, fisheye)
+        summary.topic = " + ".join(c.topic for c in inputs)
+        first = inputs[0]
+        namespace = job.namespace or _image_namespace(first.topic, first.msgtype)
         storage = job.storage or input_storage(job.source)
         partial.mkdir(parents=True)
         # Inside `partial`, the bag already has its final name (rosbags names its files after it).
@@ -228,11 +259,11 @@ def process_bag(
                 )
                 for name in job.outputs
             }
-            copies = _copy_connections(writer, reader, image_conn) if job.copy_input else {}
+            copies = _copy_connections(writer, reader) if job.copy_input else {}
             wanted = frozenset(job.outputs)
             workspace = projection.Workspace()
             temporal = TemporalFilter()
-            fisheye = _fisheye_input(s) if s.fisheye_calibration else None
+            pairer = _lens_pairer(s, summary) if len(inputs) == 2 else None
             pending: list[tuple] = []  # (timestamp, header, rgb, unseen or None)
 
             def flush() -> None:
@@ -264,42 +295,41 @@ def process_bag(
 
             started = time.perf_counter()
             bar = tqdm(
-                total=image_conn.msgcount,
+                total=sum(c.msgcount for c in inputs),
                 unit="frame",
                 desc="dap bag",
                 file=sys.stderr,
                 disable=not progress,
                 dynamic_ncols=True,
             )
-            connections = list(reader.connections) if copies else [image_conn]
+            lens_of = {c.id: lens for lens, c in enumerate(inputs)}
+            connections = list(reader.connections) if copies else inputs
             with bar:
                 for conn, timestamp, raw in reader.messages(connections=connections):
                     if conn.id in copies:
                         writer.write(copies[conn.id], timestamp, raw)
                         summary.copied += 1
-                    if conn.id != image_conn.id:
+                    if conn.id not in lens_of:
                         continue
                     summary.frames += 1
                     bar.update(1)
                     try:
                         msg = store.deserialize_cdr(raw, conn.msgtype)
-                        if conn.msgtype.endswith("CompressedImage"):
-                            rgb = decode.compressed_to_rgb(msg)
-                        else:
-                            rgb = np.array(decode.image_to_rgb(msg))  # own its pixels
-                    except decode.InputError as err:
-                        summary.skipped[f"bad input image: {err}"] += 1
-                        continue
                     except Exception as err:  # a message rosbags cannot deserialize
                         summary.skipped[f"undecodable message: {type(err).__name__}"] += 1
                         continue
-                    unseen = None
-                    if fisheye is not None:
-                        try:
-                            rgb, unseen = fisheye.to_erp(rgb)
-                        except ValueError as err:
-                            summary.skipped[f"bad fisheye image: {err}"] += 1
+                    images = [msg]
+                    if pairer is not None:  # the recording's clock plays the arrival time
+                        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                        pair = pairer.add(lens_of[conn.id], stamp_ns, msg, timestamp / 1e9)
+                        if pair is None:
                             continue
+                        images = [pair.lens0, pair.lens1]
+                    frame = _frame_rgb(images, fisheye, summary)
+                    if frame is None:
+                        continue
+                    rgb, unseen = frame
+                    msg = images[0]  # its header is the frame's (lens 0's for a pair)
                     stamp = msg.header.stamp
                     header = serializer.header(
                         stamp.sec, stamp.nanosec, s.frame_id or msg.header.frame_id
@@ -311,6 +341,11 @@ def process_bag(
                         flush()
                     bar.set_postfix(processed=summary.processed, refresh=False)
                 flush()
+            if pairer is not None:
+                for lens in (0, 1):
+                    if waiting := pairer.waiting(lens):
+                        reason = f"lens{lens} frame unpaired: the bag ended before its partner"
+                        summary.skipped[reason] += waiting
             summary.seconds = time.perf_counter() - started
             writer.close()
         except BaseException:
@@ -323,8 +358,51 @@ def process_bag(
     return summary
 
 
-def _copy_connections(writer, reader, image_conn) -> dict[int, Any]:
-    """Input connection id -> output connection, for every input topic (image included)."""
+UNPAIRED = {  # LensPairer's reasons, as the node words them, for the bag's summary
+    "expired": "no frame of the other lens within pair_tolerance_s came in max_pair_wait_s",
+    "overflow": "too many frames of its lens waited for a partner",
+    "stale": "a newer pair was written first",
+    "late": "it is older than the last pair written",
+    "rewind": "the stamps went back (a looped recording): pairing restarted",
+}
+
+
+def _lens_pairer(s: Settings, summary: BagSummary) -> LensPairer:
+    """The node's pairing rule, its drops counted in `summary.skipped`."""
+
+    def unpaired(lens: int, reason: str) -> None:
+        summary.skipped[f"lens{lens} frame unpaired: {UNPAIRED[reason]}"] += 1
+
+    return LensPairer(round(s.pair_tolerance_s * 1e9), s.max_pair_wait_s, on_unmatched=unpaired)
+
+
+def _frame_rgb(images: list, fisheye, summary: BagSummary) -> tuple | None:
+    """(ERP RGB, unseen mask or None) of one frame's image message(s); None when skipped."""
+    erp = len(images) == 1  # lens images of a pair have their own aspect
+    try:
+        decoded = [
+            decode.compressed_to_rgb(m, erp=erp)
+            if m.__msgtype__.endswith("CompressedImage")
+            else np.array(decode.image_to_rgb(m, erp=erp))  # own its pixels
+            for m in images
+        ]
+    except decode.InputError as err:
+        summary.skipped[f"bad input image: {err}"] += 1
+        return None
+    except Exception as err:  # a message whose fields no decoder makes sense of
+        summary.skipped[f"undecodable message: {type(err).__name__}"] += 1
+        return None
+    if fisheye is None:
+        return decoded[0], None
+    try:
+        return fisheye.to_erp(*decoded)
+    except ValueError as err:
+        summary.skipped[f"bad fisheye image: {err}"] += 1
+        return None
+
+
+def _copy_connections(writer, reader) -> dict[int, Any]:
+    """Input connection id -> output connection, for every input topic (images included)."""
     copies = {}
     for conn in reader.connections:
         ext = conn.ext

@@ -28,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image topic (Image or CompressedImage); default: the only one",
     )
     parser.add_argument(
+        "--lens0",
+        default=None,
+        metavar="TOPIC",
+        help="two_images fisheye_calibration: lens 0's topic (default: the one ending in the "
+        "node's lens0_topic); give --lens1 with it",
+    )
+    parser.add_argument("--lens1", default=None, metavar="TOPIC", help="lens 1's topic")
+    parser.add_argument(
         "--outputs",
         default=",".join(OUTPUT_CHOICES),
         help=f"comma-separated outputs to write (default: all of {','.join(OUTPUT_CHOICES)})",
@@ -92,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stabilize:
         overrides["temporal_stabilization"] = True
     settings = settings_from_file(args.params_file, overrides)
+    if (args.lens0 is None) != (args.lens1 is None):
+        raise ValueError("give both --lens0 and --lens1, or neither")
+    lens_topics = None if args.lens0 is None else (args.lens0, args.lens1)
     job = BagJob(
         source=Path(args.input),
         dest=Path(args.output),
@@ -101,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         storage=args.storage,
         batch=args.batch,
+        lens_topics=lens_topics,
         copy_input=args.copy_input,
         overwrite=args.overwrite,
         distro=args.distro,

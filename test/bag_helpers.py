@@ -74,3 +74,44 @@ def write_bag(
                 note = types["std_msgs/msg/String"](data=f"frame {index}")
                 writer.write(other, timestamp + 1, store.serialize_cdr(note, "std_msgs/msg/String"))
     return path
+
+
+def write_lens_bag(
+    path: Path,
+    lenses: dict[str, list[tuple[int, np.ndarray]]],
+    *,
+    storage: str = "sqlite3",
+) -> Path:
+    """A rosbag2 bag with one rgb8 Image topic per lens: `lenses` maps a topic to its frames
+    as (header stamp in ns, RGB); each is recorded 5 ms after its stamp (bag order by that)."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = typestore()
+    types = store.types
+    msgtype = "sensor_msgs/msg/Image"
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    records = []
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
+        for topic, frames in lenses.items():
+            conn = writer.add_connection(topic, msgtype, typestore=store)
+            for stamp_ns, rgb in frames:
+                header = types["std_msgs/msg/Header"](
+                    stamp=types["builtin_interfaces/msg/Time"](
+                        sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
+                    ),
+                    frame_id=FRAME_ID,
+                )
+                height, width = rgb.shape[:2]
+                msg = types[msgtype](
+                    header=header,
+                    height=height,
+                    width=width,
+                    encoding="rgb8",
+                    is_bigendian=0,
+                    step=3 * width,
+                    data=rgb.reshape(-1),
+                )
+                records.append((stamp_ns + 5_000_000, conn, store.serialize_cdr(msg, msgtype)))
+        for timestamp, conn, raw in sorted(records, key=lambda r: r[0]):
+            writer.write(conn, timestamp, raw)
+    return path

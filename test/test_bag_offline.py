@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from bag_helpers import panorama_frames, write_bag
+from bag_helpers import panorama_frames, write_bag, write_lens_bag
 from ros_harness import REPO_ROOT, ros_env
 
 from dap_core.prediction import Prediction
@@ -133,6 +133,11 @@ def test_params_file_reads_the_node_yaml_and_refuses_unknown_names(tmp_path, rep
         (["IN", "out", "--topic", "/note"], "is std_msgs/msg/String, not sensor_msgs"),
         (["IN", "out", "-p", "cloud_stride:=0"], "cloud_stride must be in [1, 64]"),
         (["IN", "IN"], "must not be the input bag"),
+        (["IN", "out", "--lens0", "/cam/image"], "give both --lens0 and --lens1, or neither"),
+        (
+            ["IN", "out", "--lens0", "/cam/image", "--lens1", "/cam/image"],
+            "--lens0/--lens1 need a two_images fisheye_calibration",
+        ),
     ],
 )
 def test_cli_errors_are_one_clear_line(tmp_path, args, message):
@@ -178,11 +183,75 @@ def test_side_by_side_fisheye_frames_are_remapped_with_nan_where_no_lens_sees(tm
         np.testing.assert_array_equal(np.isnan(range_m), unseen)
 
 
-def test_a_two_lens_topic_calibration_is_refused_in_one_line(tmp_path):
-    source = write_bag(tmp_path / "in", panorama_frames(1))
+LENS_S = 1_000_000_000  # ns in a second
+
+
+def _lens_frames(count: int, side: int = 24, seed: int = 5) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def _two_lens_settings(tmp_path, **values) -> Settings:
     calibration = _narrow_calibration(tmp_path, "x5_two_topics.yaml")
-    settings = Settings.defaults().replaced({"fisheye_calibration": str(calibration)})
+    return Settings.defaults().replaced(
+        {"fisheye_calibration": str(calibration), "fisheye_erp_height": 16, **values}
+    )
+
+
+def test_two_lens_topics_are_paired_by_stamp_like_the_node_and_remapped(tmp_path):
+    """x5_ros_driver's /x5/lens0 + /x5/lens1: stamps within pair_tolerance_s pair (lens 1
+    3 ms late here); a lens 1 frame without partner is dropped and counted; each output has
+    lens 0's stamp and the ERP of the pair, NaN where no lens sees."""
+    from dap_core.fisheye import FisheyeFrames
+    from dap_ros import conversions
+
+    front, rear = _lens_frames(4), _lens_frames(5, seed=6)
+    t0 = 1000 * LENS_S
+    lens0 = [(t0 + i * LENS_S // 10, front[i]) for i in range(4)]
+    lens1 = [(t0 + i * LENS_S // 10 + 3_000_000, rear[i]) for i in range(4)]
+    lens1.insert(2, (t0 + 15 * LENS_S // 100, rear[4]))  # halfway between two lens 0 frames
+    source = write_lens_bag(tmp_path / "in", {"/x5/lens0": lens0, "/x5/lens1": lens1})
+    settings = _two_lens_settings(tmp_path)
     job = BagJob(source=source, dest=tmp_path / "out", settings=settings)
-    with pytest.raises(ValueError, match=r"pairing two lens topics .* is done by the node only"):
+    summary = process_bag(job, ImageRange(), progress=False)
+    assert (summary.frames, summary.processed) == (9, 4), summary.lines()
+    assert summary.topic == "/x5/lens0 + /x5/lens1"
+    assert sum(summary.skipped.values()) == 1, summary.lines()
+    [reason] = summary.skipped
+    assert reason.startswith("lens1 frame unpaired"), reason
+    fisheye = FisheyeFrames(settings.fisheye_calibration, 16)
+    written = list(iter_image_messages(tmp_path / "out", "/x5/depth/image"))
+    assert len(written) == 4
+    for (stamp_ns, image0), (_, image1), (_, msg) in zip(
+        lens0, lens1[:2] + lens1[3:], written, strict=True
+    ):
+        assert msg.header.stamp.sec * LENS_S + msg.header.stamp.nanosec == stamp_ns
+        erp, unseen = fisheye.to_erp(image0, image1)
+        expected = ImageRange().predict(erp).range_m
+        expected[unseen] = np.nan
+        np.testing.assert_array_equal(conversions.image_to_numpy(msg), expected)
+
+
+def test_lens_topics_are_chosen_by_flag_or_by_the_nodes_lens_topic_names(tmp_path):
+    lens = [(1000 * LENS_S, frame) for frame in _lens_frames(1)]
+    source = write_lens_bag(tmp_path / "in", {"/a/left": lens, "/a/right": lens})
+    settings = _two_lens_settings(tmp_path)
+    job = BagJob(source=source, dest=tmp_path / "out", settings=settings)
+    with pytest.raises(ValueError, match=r"lens 0 topic 'lens0' is not in the bag .*--lens0"):
         process_bag(job, ImageRange(), progress=False)
     assert not (tmp_path / "out").exists()
+    named = BagJob(
+        source=source, dest=tmp_path / "out", settings=settings, lens_topics=("/a/left", "/a/right")
+    )
+    assert process_bag(named, ImageRange(), progress=False).processed == 1
+    by_param = _two_lens_settings(tmp_path, lens0_topic="left", lens1_topic="right")
+    job = BagJob(source=source, dest=tmp_path / "out2", settings=by_param)
+    assert process_bag(job, ImageRange(), progress=False).processed == 1
+    side_by_side = BagJob(
+        source=source,
+        dest=tmp_path / "out3",
+        settings=Settings.defaults(),
+        lens_topics=("/a/left", "/a/right"),
+    )
+    with pytest.raises(ValueError, match="--lens0/--lens1 need a two_images fisheye_calibration"):
+        process_bag(side_by_side, ImageRange(), progress=False)
