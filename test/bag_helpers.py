@@ -23,6 +23,24 @@ def stamp_of(index: int) -> tuple[int, int]:
     return 1000 + index // 10, (index % 10) * 100_000_000
 
 
+def _header(types, sec: int, nanosec: int):
+    stamp = types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
+    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=FRAME_ID)
+
+
+def _rgb8_image(types, header, rgb: np.ndarray):
+    height, width = rgb.shape[:2]
+    return types["sensor_msgs/msg/Image"](
+        header=header,
+        height=height,
+        width=width,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=3 * width,
+        data=rgb.reshape(-1),
+    )
+
+
 def write_bag(
     path: Path,
     frames: list[np.ndarray],
@@ -49,25 +67,13 @@ def write_bag(
         )
         for index, rgb in enumerate(frames):
             sec, nanosec = stamp_of(index)
-            header = types["std_msgs/msg/Header"](
-                stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
-                frame_id=FRAME_ID,
-            )
+            header = _header(types, sec, nanosec)
             if compressed:
                 ok, data = cv2.imencode(f".{compressed}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
                 assert ok
                 msg = types[msgtype](header=header, format=compressed, data=data.reshape(-1))
             else:
-                height, width = rgb.shape[:2]
-                msg = types[msgtype](
-                    header=header,
-                    height=height,
-                    width=width,
-                    encoding="rgb8",
-                    is_bigendian=0,
-                    step=3 * width,
-                    data=rgb.reshape(-1),
-                )
+                msg = _rgb8_image(types, header, rgb)
             timestamp = sec * 1_000_000_000 + nanosec + 5_000_000  # recorded 5 ms later
             writer.write(conn, timestamp, store.serialize_cdr(msg, msgtype))
             if other is not None:
@@ -95,22 +101,8 @@ def write_lens_bag(
         for topic, frames in lenses.items():
             conn = writer.add_connection(topic, msgtype, typestore=store)
             for stamp_ns, rgb in frames:
-                header = types["std_msgs/msg/Header"](
-                    stamp=types["builtin_interfaces/msg/Time"](
-                        sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000
-                    ),
-                    frame_id=FRAME_ID,
-                )
-                height, width = rgb.shape[:2]
-                msg = types[msgtype](
-                    header=header,
-                    height=height,
-                    width=width,
-                    encoding="rgb8",
-                    is_bigendian=0,
-                    step=3 * width,
-                    data=rgb.reshape(-1),
-                )
+                sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+                msg = _rgb8_image(types, _header(types, sec, nanosec), rgb)
                 records.append((stamp_ns + 5_000_000, conn, store.serialize_cdr(msg, msgtype)))
         for timestamp, conn, raw in sorted(records, key=lambda r: r[0]):
             writer.write(conn, timestamp, raw)

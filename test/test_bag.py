@@ -205,37 +205,37 @@ def live(tmp_path_factory, frames, lens_frames):
                     msg = CompressedImage(header=header, format="png", data=data.tobytes())
                 else:
                     msg = conv.rgb_to_msg(rgb, header)
-                got = {}
-                for _ in range(3):  # best effort: resend if the frame was lost on the way
-                    pub.publish(msg)
-                    got = {
-                        name: box.with_stamp(sec, nanosec, WAIT_S / 3)
-                        for name, box in inboxes[ns].items()
-                    }
-                    if all(m is not None for m in got.values()):
-                        break
-                missing = [name for name, m in got.items() if m is None]
-                assert not missing, f"no live {missing} for frame {index} in {ns}"
-                received[ns][(sec, nanosec)] = got
+                received[ns][(sec, nanosec)] = _publish_until_answered(
+                    lambda msg=msg, pub=pub: pub.publish(msg), inboxes[ns], sec, nanosec
+                )
         received[LENS_NS] = {}
         for index, images in enumerate(lens_frames):
             sec, nanosec = stamp_of(index)
             header = conv.Header(frame_id=FRAME_ID)
             header.stamp.sec, header.stamp.nanosec = sec, nanosec
-            got = {}
-            for _ in range(3):  # a resent pair repeats the stamp: the node drops it as late
-                for pub, rgb in zip(lens_pubs, images, strict=True):
-                    pub.publish(conv.rgb_to_msg(rgb, header))
-                got = {
-                    name: box.with_stamp(sec, nanosec, WAIT_S / 3)
-                    for name, box in inboxes[LENS_NS].items()
-                }
-                if all(m is not None for m in got.values()):
-                    break
-            missing = [name for name, m in got.items() if m is None]
-            assert not missing, f"no live {missing} for lens pair {index}"
-            received[LENS_NS][(sec, nanosec)] = got
+            lens_msgs = [conv.rgb_to_msg(rgb, header) for rgb in images]
+
+            def publish_pair(msgs=lens_msgs) -> None:
+                for pub, msg in zip(lens_pubs, msgs, strict=True):
+                    pub.publish(msg)
+
+            received[LENS_NS][(sec, nanosec)] = _publish_until_answered(
+                publish_pair, inboxes[LENS_NS], sec, nanosec
+            )
     return received
+
+
+def _publish_until_answered(publish, boxes: dict, sec: int, nanosec: int) -> dict:
+    """Call publish() until every inbox holds its output of stamp (sec, nanosec), 3 tries at
+    most (best effort: a frame lost on the way is sent again); {output: message}."""
+    got = {}
+    for _ in range(3):
+        publish()
+        got = {name: box.with_stamp(sec, nanosec, WAIT_S / 3) for name, box in boxes.items()}
+        if all(m is not None for m in got.values()):
+            return got
+    missing = [name for name, m in got.items() if m is None]
+    raise AssertionError(f"no live {missing} for the frame stamped {sec}.{nanosec:09d}")
 
 
 def _bag_outputs(dest, ns):
