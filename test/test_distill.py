@@ -164,7 +164,7 @@ def test_labelling_and_training_run_on_the_configs_thread_count(
         torch.set_num_threads(1)
 
 
-def test_a_smaller_student_starts_from_every_other_teacher_block_and_its_first_channels(
+def test_a_smaller_student_keeps_the_first_last_and_evenly_spaced_blocks_and_first_channels(
     repo_root,
 ):
     import torch
@@ -179,8 +179,11 @@ def test_a_smaller_student_starts_from_every_other_teacher_block_and_its_first_c
     student = DAP(config)
     copied, total = init_from_teacher(student, teacher)
     assert copied == total  # every tensor is as wide as the teacher's or narrower
-    assert student_block_sources(4, 8) == [1, 3, 5, 7]
-    for mine, theirs in zip(student.backbone.blocks, [1, 3, 5, 7], strict=True):
+    # Block 0 is always kept: without it the shipped model's head inputs move 3-4x further.
+    assert student_block_sources(4, 8) == [0, 2, 5, 7]
+    assert student_block_sources(5, 8) == [0, 2, 4, 5, 7]  # 1.75, 3.5, 5.25 round half up
+    assert student_block_sources(1, 8) == [7] and student_block_sources(8, 8) == list(range(8))
+    for mine, theirs in zip(student.backbone.blocks, [0, 2, 5, 7], strict=True):
         assert torch.equal(mine.mlp.fc1.weight, teacher.backbone.blocks[theirs].mlp.fc1.weight)
     assert torch.equal(
         student.backbone.patch_embed.proj.weight, teacher.backbone.patch_embed.proj.weight
