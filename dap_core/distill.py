@@ -317,6 +317,7 @@ def run_distill(
     from dap_core.model import load_model, save_model
     from dap_core.train.config import dump_config
     from dap_core.train.distributed import barrier
+    from dap_core.train.run_identity import prepare_run_dir
     from dap_core.train.tasks import DepthTask, build_model
     from dap_core.train.trainer import Trainer, resolve_device
 
@@ -324,14 +325,18 @@ def run_distill(
         torch.set_num_threads(cfg.runtime.threads)
     out = Path(cfg.output_dir)
     log = print if env.is_main else (lambda *_: None)
-    if env.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "config.yaml", dump_config(cfg).encode())
     source = build_dataset({"type": "unlabeled", "root": str(images), "size": list(cfg.data.size)})
     if len(source) == 0:
         raise ValueError(f"no panoramas found in {images}")
     teacher = load_model(teacher_weights)
     key = teacher_key(teacher_weights, teacher.config.input_size)
+    if env.is_main:
+        # The run is this config and this teacher: OUT holding another student is refused
+        # (with --resume too) instead of being reported, or overwritten, as this one.
+        identity = {**cfg.to_dict(), "teacher_key": key}
+        prepare_run_dir(out, identity, env.world_size, resume=resume, log=log)
+        atomic_write_bytes(out / "config.yaml", dump_config(cfg).encode())
+    barrier(env)
     cache = LabelCache(cache_dir or out / "labels", key)
     device = resolve_device(cfg, env)
     keys, report = label_images(

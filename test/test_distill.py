@@ -396,3 +396,37 @@ def test_a_run_without_progress_bar_prints_a_line_every_log_every_steps(
     lines = [line for line in capsys.readouterr().out.splitlines() if "] step " in line]
     assert [line.split("] step ")[1].split()[0] for line in lines] == ["2/4", "4/4"], lines
     assert all(" total " in line and " s/step" in line for line in lines), lines
+
+
+def test_an_output_dir_holding_another_student_is_refused_not_reused(
+    repo_root, tmp_path, panoramas
+):
+    """A finished student in OUT: --resume with another config (or another teacher) must not
+    report it as this run's, and a new run must not write over it."""
+    from dap_core.train.run_identity import RunDirError
+
+    teacher = repo_root / "weights" / "dap_small"
+    out = tmp_path / "out"
+    run_distill(_cfg(repo_root, out, steps=1), teacher, panoramas, _env())
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    other = load_config(
+        repo_root / "training" / "distill" / "tiny.yaml",
+        [f"output_dir={out}", "schedule.max_steps=1", "model.overrides.head_features=16"],
+    )
+    with pytest.raises(
+        RunDirError,
+        match=r"holds another run \(config differs in .*model\.overrides\.head_features",
+    ):
+        run_distill(other, teacher, panoramas, _env(), resume=True)
+    with pytest.raises(RunDirError, match="holds another run; continue it with --resume"):
+        run_distill(_cfg(repo_root, out, steps=1), teacher, panoramas, _env())
+    other_teacher = tmp_path / "teacher"
+    shutil.copytree(teacher, other_teacher)
+    (other_teacher / "model.safetensors").write_bytes(
+        (teacher / "model.safetensors").read_bytes()[:-4] + b"\0\0\0\0"
+    )
+    with pytest.raises(RunDirError, match="teacher"):
+        run_distill(_cfg(repo_root, out, steps=1), other_teacher, panoramas, _env(), resume=True)
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    again = run_distill(_cfg(repo_root, out, steps=1), teacher, panoramas, _env(), resume=True)
+    assert again.model_dir == str(out / "model")  # the same run: complete, reused
