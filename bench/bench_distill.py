@@ -22,7 +22,7 @@ Exit status 1 when one is missed (the time ratio at any backend and thread count
 Usage: .venv/bin/python bench/bench_distill.py [--train 4000] [--held-out 48] [--repeats 30]
        [--work runs/bench_distill] [--config training/distill/shared.yaml] [--threads 1,2]
        [--backends torch,onnxruntime]
-Takes about 45 min on 2 cores (frames 3, labels 4, training 30, measuring 5); a rerun
+Takes about an hour on 2 cores (frames 3, labels 4, training 45, measuring 5); a rerun
 with the same --work reuses the frames and labels (and the student of an unchanged config).
 """
 

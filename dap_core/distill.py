@@ -15,7 +15,8 @@ Owns `dap distill`'s two phases, on the stage-3 machinery of dap_core.train:
    With distill.feature_weight > 0 the task adds a feature loss against the teacher run on
    every batch (`dap_core.feature_distill`).
    With --init-from-teacher the student starts from the teacher's tensors
-   (`init_from_teacher`): every other block, the leading channels of narrower layers.
+   (`init_from_teacher`): the blocks of distill.teacher_blocks (default: the first, the last
+   and evenly spaced ones between), the leading channels of narrower layers.
 Nothing is unpickled: labels are read with np.load(allow_pickle=False).
 `teacher_agreement` measures a trained student against its teacher on one frame.
 """
