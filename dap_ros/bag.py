@@ -148,6 +148,10 @@ def _input_connections(reader, job: BagJob, fisheye) -> list:
         return [_image_connection(reader, job.topic)]
     s = job.settings
     if job.lens_topics is not None:
+        if job.lens_topics[0] == job.lens_topics[1]:
+            raise ValueError(
+                f"--lens0 and --lens1 must be two different topics, not both {job.lens_topics[0]}"
+            )
         return [_image_connection(reader, topic) for topic in job.lens_topics]
     suffix = "/compressed" if s.compressed_input else ""
     names = (s.lens0_topic + suffix, s.lens1_topic + suffix)

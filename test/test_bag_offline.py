@@ -244,6 +244,11 @@ def test_lens_topics_are_chosen_by_flag_or_by_the_nodes_lens_topic_names(tmp_pat
         source=source, dest=tmp_path / "out", settings=settings, lens_topics=("/a/left", "/a/right")
     )
     assert process_bag(named, ImageRange(), progress=False).processed == 1
+    same = BagJob(
+        source=source, dest=tmp_path / "o4", settings=settings, lens_topics=("/a/left",) * 2
+    )
+    with pytest.raises(ValueError, match="two different topics"):
+        process_bag(same, ImageRange(), progress=False)
     by_param = _two_lens_settings(tmp_path, lens0_topic="left", lens1_topic="right")
     job = BagJob(source=source, dest=tmp_path / "out2", settings=by_param)
     assert process_bag(job, ImageRange(), progress=False).processed == 1
