@@ -185,6 +185,14 @@ def student_block_sources(student_depth: int, teacher_depth: int) -> list[int]:
     return [math.floor(i * step + 0.5) for i in range(student_depth)]  # half up, not to even
 
 
+def block_sources(blocks, student_depth: int, teacher_depth: int) -> list[int]:
+    """The teacher block of each student block: `blocks` (distill.teacher_blocks) checked,
+    or when None `student_block_sources`."""
+    if blocks is None:
+        return student_block_sources(student_depth, teacher_depth)
+    return check_block_sources(blocks, student_depth, teacher_depth)
+
+
 def check_block_sources(blocks, student_depth: int, teacher_depth: int) -> list[int]:
     """`blocks` (teacher block per student block) as a list, or a ValueError saying why not."""
     blocks = [int(b) for b in blocks]
@@ -222,11 +230,7 @@ def init_from_teacher(student, teacher, blocks=None) -> tuple[int, int]:
     far more steps than a CPU affords to follow the teacher closely; this start already
     computes a reduced copy of its function.
     """
-    depths = student.config.depth, teacher.config.depth
-    if blocks is None:
-        sources = student_block_sources(*depths)
-    else:
-        sources = check_block_sources(blocks, *depths)
+    sources = block_sources(blocks, student.config.depth, teacher.config.depth)
     theirs = teacher.state_dict()
     mine = student.state_dict()
     copied = 0
@@ -353,9 +357,8 @@ def run_distill(
         return report
     model = build_model(cfg, cfg.resolve(cfg.model.init))
     if init_student:
-        blocks = cfg.distill.teacher_blocks
-        copied, total = init_from_teacher(model, teacher, blocks)
-        chosen = blocks or student_block_sources(model.config.depth, teacher.config.depth)
+        chosen = block_sources(cfg.distill.teacher_blocks, model.config.depth, teacher.config.depth)
+        copied, total = init_from_teacher(model, teacher, chosen)
         log(
             f"student: {copied} of {total} tensors start from the teacher's "
             f"(blocks {', '.join(map(str, chosen))})"

@@ -162,9 +162,10 @@ def _lens_connection(reader, lens: int, name: str):
     """The image topic the node would read as lens `lens`'s `name`: that absolute topic, or
     the one topic ending in /name (the node resolves a relative name in its namespace)."""
     images = [c for c in reader.connections if c.msgtype in IMAGE_TYPES]
-    found = [c for c in images if c.topic == name or c.topic.endswith("/" + name.lstrip("/"))]
-    if name.startswith("/"):
-        found = [c for c in images if c.topic == name]
+    absolute = name.startswith("/")
+    found = [
+        c for c in images if c.topic == name or (not absolute and c.topic.endswith("/" + name))
+    ]
     if len({c.topic for c in found}) != 1:
         listed = ", ".join(sorted({c.topic for c in images})) or "none"
         why = "is not in the bag" if not found else "matches several topics"

@@ -167,11 +167,12 @@ class EvalSection:
 @dataclass(frozen=True)
 class DistillSection:
     """`dap distill` only. feature_weight: weight of a feature loss that pulls the student's
-    four head inputs towards the teacher's (`dap_core.distill.feature_distill_loss`; the
-    teacher then runs on every training batch, as augmentation moves the image); 0 = off,
+    four head inputs towards the teacher's (`dap_core.feature_distill.feature_distill_loss`;
+    the teacher then runs on every training batch, as augmentation moves the image); 0 = off,
     the student learns from the cached labels alone. teacher_blocks: with --init-from-teacher,
     the teacher block each student block starts from (increasing, one per student block);
-    null = evenly spaced (`dap_core.distill.student_block_sources`)."""
+    null = the first, the last and evenly spaced ones between
+    (`dap_core.distill.student_block_sources`)."""
 
     feature_weight: float = 0.0
     teacher_blocks: tuple[int, ...] | None = None
