@@ -212,7 +212,61 @@ def check_block_sources(blocks, student_depth: int, teacher_depth: int) -> list[
 
 
 @torch.no_grad()
-def init_from_teacher(student, teacher, blocks=None) -> tuple[int, int]:
+def rank_mlp_units(teacher, images: torch.Tensor) -> list[torch.Tensor]:
+    """Per teacher block, its MLP hidden units ordered most important first, measured on
+    `images` (model inputs [B, 3, H, W]): unit j's importance is its mean |GELU activation|
+    times the norm of what it adds to the residual stream (layer scale times fc2's column
+    j). Why: a student with a narrower MLP (smaller ffn_ratio) that keeps these units drops
+    the least of each block's output, where the leading slice drops units at random."""
+    blocks = teacher.backbone.blocks
+    sums = [torch.zeros(b.mlp.fc1.out_features) for b in blocks]
+    counts = [0] * len(blocks)
+
+    def hook(index: int):  # type: ignore[no-untyped-def]
+        def record(_module, _inputs, output: torch.Tensor) -> None:
+            flat = output.detach().abs().reshape(-1, output.shape[-1])
+            sums[index] += flat.sum(0).float().cpu()
+            counts[index] += flat.shape[0]
+
+        return record
+
+    handles = [b.mlp.act.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    was_training = teacher.training
+    try:
+        teacher.eval()
+        teacher.backbone.intermediate_layers(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        teacher.train(was_training)
+    order = []
+    for block, total, count in zip(blocks, sums, counts, strict=True):
+        out = block.mlp.fc2.weight.detach().float().cpu() * block.ls2.gamma.detach().cpu()[:, None]
+        importance = total / max(count, 1) * out.norm(dim=0)
+        order.append(torch.argsort(importance, descending=True, stable=True))
+    return order
+
+
+RANKING_IMAGES = 16  # images rank_mlp_units sees in run_distill: one forward of the teacher
+MLP_HIDDEN_AXIS = {"mlp.fc1.weight": 0, "mlp.fc1.bias": 0, "mlp.fc2.weight": 1}
+
+
+def _ranked_mlp_slice(parts: list[str], tensor, found, mlp_order):  # type: ignore[no-untyped-def]
+    """The teacher tensor `found` cut to `tensor`'s shape keeping the ranked MLP units of
+    its block (sorted, so the kept units stay in the teacher's order), or None where the
+    tensor is not a narrower MLP one."""
+    axis = MLP_HIDDEN_AXIS.get(".".join(parts[3:]))
+    if mlp_order is None or axis is None or tensor.shape[axis] >= found.shape[axis]:
+        return None
+    keep = torch.sort(mlp_order[int(parts[2])][: tensor.shape[axis]]).values
+    picked = found.index_select(axis, keep.to(found.device))
+    if picked.shape != tensor.shape:
+        return None
+    return picked
+
+
+@torch.no_grad()
+def init_from_teacher(student, teacher, blocks=None, mlp_order=None) -> tuple[int, int]:
     """Start the student from the teacher's tensors; returns (tensors copied, student tensors).
 
     ViT blocks are mapped by `blocks` (the teacher block of each student block, increasing;
@@ -229,6 +283,8 @@ def init_from_teacher(student, teacher, blocks=None) -> tuple[int, int]:
     depth row (`_shared_output_channels`). Why: a student trained from random weights needs
     far more steps than a CPU affords to follow the teacher closely; this start already
     computes a reduced copy of its function.
+    `mlp_order` (`rank_mlp_units`): a narrower student MLP keeps its teacher block's most
+    important hidden units instead of the leading ones.
     """
     sources = block_sources(blocks, student.config.depth, teacher.config.depth)
     theirs = teacher.state_dict()
@@ -243,6 +299,12 @@ def init_from_teacher(student, teacher, blocks=None) -> tuple[int, int]:
         found = theirs.get(source)
         if found is None or found.ndim != tensor.ndim:
             continue
+        if parts[:2] == ["backbone", "blocks"]:
+            ranked = _ranked_mlp_slice(parts, tensor, found, mlp_order)
+            if ranked is not None:
+                tensor.copy_(ranked)
+                copied += 1
+                continue
         if all(m <= t for m, t in zip(tensor.shape, found.shape, strict=True)):
             tensor.copy_(found[tuple(slice(0, m) for m in tensor.shape)])
             copied += 1
@@ -358,7 +420,13 @@ def run_distill(
     model = build_model(cfg, cfg.resolve(cfg.model.init))
     if init_student:
         chosen = block_sources(cfg.distill.teacher_blocks, model.config.depth, teacher.config.depth)
-        copied, total = init_from_teacher(model, teacher, chosen)
+        order = None
+        if model.config.ffn_ratio < teacher.config.ffn_ratio:
+            count = min(RANKING_IMAGES, len(source))
+            images = torch.stack([source[i]["rgb"] for i in range(count)]).to(device)
+            order = rank_mlp_units(teacher.to(device), images)
+            log(f"student MLP units: the teacher's most active on {count} images")
+        copied, total = init_from_teacher(model, teacher, chosen, order)
         log(
             f"student: {copied} of {total} tensors start from the teacher's "
             f"(blocks {', '.join(map(str, chosen))})"

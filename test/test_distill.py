@@ -430,3 +430,56 @@ def test_an_output_dir_holding_another_student_is_refused_not_reused(
     assert (out / "model" / "model.safetensors").read_bytes() == weights
     again = run_distill(_cfg(repo_root, out, steps=1), teacher, panoramas, _env(), resume=True)
     assert again.model_dir == str(out / "model")  # the same run: complete, reused
+
+
+def test_a_narrower_mlp_keeps_the_teachers_most_important_units(repo_root):
+    import torch
+
+    from dap_core.distill import init_from_teacher, rank_mlp_units
+    from dap_core.model import DAP, load_model
+
+    teacher = load_model(repo_root / "weights" / "dap_small").eval()
+    images = torch.randn(2, 3, 96, 192, generator=torch.Generator().manual_seed(0))
+    block = teacher.backbone.blocks[3]
+    # Hand-made importance in block 3: unit 5 silenced (fc1 row and bias zero, GELU(0) = 0),
+    # unit 7 the only one writing to the residual stream with a large fc2 column.
+    block.mlp.fc1.weight.data[5] = 0.0
+    block.mlp.fc1.bias.data[5] = 0.0
+    block.mlp.fc2.weight.data[:, 7] *= 1000.0
+    order = rank_mlp_units(teacher, images)
+    assert len(order) == teacher.config.depth
+    assert order[3][0] == 7 and order[3][-1] == 5
+    assert sorted(order[3].tolist()) == list(range(block.mlp.fc1.out_features))
+
+    student = DAP(teacher.config.replace(depth=4, layer_indices=(0, 1, 2, 3), ffn_ratio=2.0))
+    copied, total = init_from_teacher(student, teacher, [0, 3, 4, 7], order)
+    assert copied == total
+    keep = torch.sort(order[3][:384]).values
+    mine = student.backbone.blocks[1].mlp  # from teacher block 3
+    assert torch.equal(mine.fc1.weight, block.mlp.fc1.weight[keep])
+    assert torch.equal(mine.fc1.bias, block.mlp.fc1.bias[keep])
+    assert torch.equal(mine.fc2.weight, block.mlp.fc2.weight[:, keep])
+    assert torch.equal(mine.fc2.bias, block.mlp.fc2.bias)
+    assert 7 in keep and 5 not in keep
+    # Without a ranking the leading units are kept, as before.
+    init_from_teacher(student, teacher, [0, 3, 4, 7])
+    assert torch.equal(mine.fc1.weight, block.mlp.fc1.weight[:384])
+
+
+def test_a_narrower_mlp_student_is_ranked_on_the_runs_images(
+    repo_root, tmp_path, panoramas, capsys
+):
+    cfg = load_config(
+        repo_root / "training" / "distill" / "tiny.yaml",
+        [
+            f"output_dir={tmp_path / 'r'}",
+            "schedule.max_steps=1",
+            "curation.batch_size=2",
+            "model.overrides.embed_dim=192",
+            "model.overrides.num_heads=3",
+            "model.overrides.ffn_ratio=2.0",  # the teacher's is 4
+        ],
+    )
+    run_distill(cfg, repo_root / "weights" / "dap_small", panoramas, _env(), init_student=True)
+    out = capsys.readouterr().out
+    assert f"student MLP units: the teacher's most active on {IMAGES} images" in out
