@@ -1,5 +1,6 @@
 """The DAP training losses (paper eqs. 1–6): SILog, dense fidelity, gradient, normal, point and
-range-mask terms, with ERP distortion weighting.
+range-mask terms, with ERP distortion weighting; and one term outside the paper, "absrel" (the
+AbsRel metric itself, for students trained to follow a teacher by that measure; off by default).
 
 Units and frames: every range is metres along the pixel's ray (see `dap_core.geometry`),
 +inf = sky / beyond, NaN = invalid. Tensors are [B, 1, H, W] at the `DAPLoss` boundary and
@@ -29,9 +30,11 @@ from torch import nn
 from dap_core import geometry
 
 __all__ = [
+    "PAPER_TERMS",
     "TERMS",
     "DAPLoss",
     "LossConfig",
+    "absrel_loss",
     "dense_fidelity_loss",
     "edge_mask",
     "gradient_loss",
@@ -42,7 +45,8 @@ __all__ = [
     "view_gram_loss",
 ]
 
-TERMS = ("silog", "df", "grad", "normal", "pts", "mask")
+PAPER_TERMS = ("silog", "df", "grad", "normal", "pts", "mask")  # eq. 6, the default
+TERMS = (*PAPER_TERMS, "absrel")
 
 MIN_RANGE_M = 1e-3  # below 1 mm the log is continued linearly, so pred <= 0 stays finite
 SILOG_EPS = 1e-6  # sqrt(v + eps) − sqrt(eps): 0 at the minimum, gradient bounded by 1/(2√eps)
@@ -57,7 +61,8 @@ class LossConfig:
 
     A term is computed only when its name is in `enabled` (the Table 5 ablations: drop "df" and
     "grad" for "w/o sharpness", "normal" and "pts" for "w/o geometry", "mask" for "w/o range
-    mask", set `distortion_weighting: false` for "w/o distortion map").
+    mask", set `distortion_weighting: false` for "w/o distortion map"). The default is the
+    paper's six terms; "absrel" (outside the paper) is computed only when named.
     """
 
     silog_weight: float = 1.0
@@ -66,7 +71,8 @@ class LossConfig:
     normal_weight: float = 2.0
     pts_weight: float = 2.0
     mask_weight: float = 2.0
-    enabled: tuple[str, ...] = TERMS
+    absrel_weight: float = 1.0
+    enabled: tuple[str, ...] = PAPER_TERMS
     silog_lambda: float = 0.5  # variance weight λ of SILog (official 0.5; 1.0 = scale-invariant)
     edge_threshold: float = 0.1  # on |Sobel(log range)| / 8: a ~22 % range step between pixels
     df_fov_deg: float = 90.0  # 12 views of 90° cover the sphere (vertices are 63.4° apart)
@@ -183,6 +189,21 @@ def silog_loss(
     # With λ = 1 rounding can make the variance slightly negative.
     variance = (mean_d2 - lam * mean_d * mean_d).clamp_min(0.0)
     return torch.sqrt(variance + SILOG_EPS) - math.sqrt(SILOG_EPS)
+
+
+def absrel_loss(
+    pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean |pred − gt| / gt over `mask` (weighted): the AbsRel metric as a loss.
+
+    Why beside SILog: SILog with λ = 0 is the RMS of the log error, whose gradient grows with
+    each pixel's error, so a few pixels a small model cannot get right (depth edges) draw most
+    of the effort; AbsRel weighs every pixel's error alike, which is what a student judged by
+    AbsRel against its teacher should minimise. Not in the paper; `gt` must be > 0 on `mask`.
+    """
+    gt_safe = torch.where(mask, gt, torch.ones_like(gt))
+    pred_safe = torch.where(mask, pred, gt_safe)  # 0 error outside the mask
+    return _weighted_mean((pred_safe - gt_safe).abs() / gt_safe, mask, weight)
 
 
 def _view_size(height: int, fov_deg: float) -> int:
@@ -434,6 +455,8 @@ class DAPLoss(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         if "silog" in cfg.enabled:
             terms["silog"] = silog_loss(pred, gt, depth_ok, weight, cfg.silog_lambda)
+        if "absrel" in cfg.enabled:
+            terms["absrel"] = absrel_loss(pred, gt, depth_ok, weight)
         if "df" in cfg.enabled:
             terms["df"] = dense_fidelity_loss(pred, gt, depth_ok, cfg.df_fov_deg, cfg.df_view_size)
         if "grad" in cfg.enabled:

@@ -9,10 +9,12 @@ import torch
 
 from dap_core import geometry
 from dap_core.losses import (
+    PAPER_TERMS,
     SILOG_EPS,
     TERMS,
     DAPLoss,
     LossConfig,
+    absrel_loss,
     dense_fidelity_loss,
     edge_mask,
     gradient_loss,
@@ -60,8 +62,9 @@ def _valid(gt: torch.Tensor) -> torch.Tensor:
 
 def test_default_weights_are_the_papers():
     cfg = LossConfig()
-    assert [cfg.weight(t) for t in TERMS] == [1.0, 0.4, 5.0, 2.0, 2.0, 2.0]
-    assert cfg.enabled == TERMS and cfg.silog_lambda == 0.5 and cfg.distortion_weighting
+    assert [cfg.weight(t) for t in PAPER_TERMS] == [1.0, 0.4, 5.0, 2.0, 2.0, 2.0]
+    assert cfg.enabled == PAPER_TERMS and cfg.silog_lambda == 0.5 and cfg.distortion_weighting
+    assert "absrel" in TERMS and "absrel" not in cfg.enabled  # outside the paper: opt-in
 
 
 def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
@@ -93,6 +96,33 @@ def test_silog_matches_hand_computation():
     variance = math.log(2) ** 2 * 3 / 8
     expected = math.sqrt(variance + SILOG_EPS) - math.sqrt(SILOG_EPS)
     assert silog_loss(pred, gt, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_absrel_loss_is_the_absrel_metric():
+    pred = torch.tensor([[[3.0, 1.0, 4.0, 7.0]]])
+    gt = torch.tensor([[[2.0, 2.0, 4.0, 1.0]]])
+    mask = torch.tensor([[[True, True, True, False]]])
+    # |3-2|/2 = 0.5, |1-2|/2 = 0.5, 0: mean 1/3; the masked-out pixel counts for nothing.
+    assert absrel_loss(pred, gt, mask).item() == pytest.approx(1 / 3, rel=1e-6)
+    # Independent cross-check: the evaluation's own AbsRel (float64 numpy) on random maps.
+    from dap_core.metrics import depth_metrics
+
+    torch.manual_seed(1)
+    gt = torch.rand(2, 8, 16) * 50 + 0.5
+    pred = gt * torch.exp(0.3 * torch.randn_like(gt))
+    mask = torch.ones_like(gt, dtype=torch.bool)
+    # float32 sum of 256 relative errors ~0.3: rounding ≲ 256 · 2⁻²⁴ relative, far below 1e-5.
+    expected = depth_metrics(pred.numpy(), gt.numpy())["abs_rel"]
+    assert absrel_loss(pred, gt, mask).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_absrel_gradient_weighs_every_pixels_error_alike():
+    # Unlike SILog (RMS of the log error, gradient ∝ each pixel's error), a pixel 10 % off and
+    # one 300 % off at the same range pull with the same force: 1 / (gt · N).
+    gt = torch.full((1, 1, 2), 4.0)
+    pred = torch.tensor([[[4.4, 16.0]]], requires_grad=True)
+    absrel_loss(pred, gt, torch.ones_like(gt, dtype=torch.bool)).backward()
+    assert pred.grad.tolist() == [[[0.125, 0.125]]]
 
 
 def test_silog_with_lambda_one_ignores_a_global_scale():
@@ -287,7 +317,7 @@ def test_every_term_is_zero_at_the_ground_truth_and_positive_otherwise():
     gt = _box_scene()
     valid = _valid(gt)
     pred = gt.nan_to_num(nan=3.0, posinf=80.0)  # any value where gt is sky / invalid
-    loss = DAPLoss()
+    loss = DAPLoss(LossConfig(enabled=TERMS))
     total, logs = loss(pred, gt, valid, _masks_from(gt))
     assert total.item() == 0.0
     assert all(logs[t] == 0.0 for t in TERMS)
@@ -307,7 +337,10 @@ def test_total_is_the_weighted_sum_and_ablations_run_from_config():
     masks = {t: torch.rand(gt.shape) for t in THRESHOLDS}
     total, logs = DAPLoss()(pred, gt, _valid(gt), masks)
     cfg = LossConfig()
-    assert total.item() == pytest.approx(sum(cfg.weight(t) * logs[t] for t in TERMS), rel=1e-5)
+    total_all, logs_all = DAPLoss(LossConfig(enabled=TERMS))(pred, gt, _valid(gt), masks)
+    weighted_sum = sum(cfg.weight(t) * logs[t] for t in cfg.enabled)
+    assert total.item() == pytest.approx(weighted_sum, rel=1e-5)
+    assert total_all.item() == pytest.approx(total.item() + logs_all["absrel"], rel=1e-5)
     assert logs["mask"] == pytest.approx(sum(logs[f"mask_{t}"] for t in THRESHOLDS) / 4)
     assert logs["total"] == pytest.approx(total.item())
 
