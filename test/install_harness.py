@@ -6,7 +6,10 @@ test_ros2_cli.py.
   of the checkout (no stale build/ reused); `Installed.env(domain)` is a ROS environment in
   which that copy, not the checkout or its editable install, is found.
 - `ros2(env, *args)`: one `ros2` command-line call; `ros2_service(env, *args)`: a repeatable
-  service call (`ros2 param`), retried when the CLI hangs on a lost response.
+  service call (`ros2 param`), retried when the CLI hangs on a lost response or gives up
+  discovering the node;
+  `ros2_echo_once(env, ...)`: one message of a topic, the `ros2 topic echo --once` retried
+  when it hangs.
 - `LaunchProcess`: `ros2 launch` started in its own session and stopped with SIGINT, as a
   user's Ctrl-C stops it.
 """
@@ -88,19 +91,34 @@ SERVICE_ATTEMPTS = 3
 
 
 def run_retrying_hangs(
-    command: list[str], env: dict[str, str] | None, timeout: float, attempts: int
+    command: list[str],
+    env: dict[str, str] | None,
+    timeout: float,
+    attempts: int,
+    gave_up: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """Run `command` up to `attempts` times while it hangs past `timeout`; only for commands
-    that may be repeated. A command that exits (with any status) is returned at once; one that
-    hangs every time raises TimeoutExpired naming the attempts."""
+    """Run `command` up to `attempts` times while it hangs past `timeout`, or exits non-zero
+    saying one of `gave_up` (it stopped waiting before doing anything); only for commands that
+    may be repeated. Any other exit is returned at once, and so is the last attempt's; a
+    command that hangs every time raises TimeoutExpired naming the attempts."""
     for attempt in range(1, attempts + 1):
         try:
-            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+            run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as hang:
             if attempt == attempts:
                 hang.cmd = f"{' '.join(command)} (hung {attempts} times)"
                 raise
+            continue
+        said = run.stdout + run.stderr
+        if attempt == attempts or run.returncode == 0 or not any(s in said for s in gave_up):
+            return run
     raise ValueError(f"attempts must be >= 1, not {attempts}")
+
+
+# What the ros2 CLI says when it gave up finding the node or its services (`--timeout`, 1 s
+# by default, with the daemon; then a fixed 5 s for the parameter services): on a 2-core machine
+# under load, discovery can take longer. Nothing was sent, so the call may be repeated.
+CLI_GAVE_UP = ("Node not found", "Wait for service timed out")
 
 
 def ros2_service(
@@ -116,9 +134,35 @@ def ros2_service(
     writer with the CLI's new reader (a known race, ros2/system_tests#420) hangs it forever: a
     CI run saw `ros2 param set` silent for 60 s while the node went on publishing. Setting or
     reading the same value again is harmless, so a hang is retried; a node that never answers
-    still fails after `attempts`.
+    still fails after `attempts`. So is a call whose CLI gave up discovering the node in
+    its fixed wait (CLI_GAVE_UP).
     """
-    return run_retrying_hangs([str(ROS2), *args], env, timeout, attempts)
+    return run_retrying_hangs([str(ROS2), *args], env, timeout, attempts, CLI_GAVE_UP)
+
+
+ECHO_ONCE_S = 30.0  # one `ros2 topic echo --once`: 2-10 s on a loaded 2-core machine
+ECHO_ATTEMPTS = 3
+
+
+def ros2_echo_once(
+    env: dict[str, str],
+    topic: str,
+    kind: str,
+    *options: str,
+    timeout: float = ECHO_ONCE_S,
+    attempts: int = ECHO_ATTEMPTS,
+) -> subprocess.CompletedProcess:
+    """`ros2 topic echo --no-daemon --once OPTIONS TOPIC KIND`, repeated while it hangs.
+
+    An echo waits for its first message without a timeout. A CI run saw one silent for 60 s
+    while the node went on publishing, with Fast DDS's shared-memory transport logging `Failed
+    init_port ...: open_and_lock_file failed` in the echo: a port whose segment another process
+    had removed after a timed-out health check (eProsima/Fast-DDS#5737), so the samples sent
+    to it went nowhere. A new echo is a new participant with new ports, and reading one more
+    message is harmless; a topic that never publishes still fails after `attempts`.
+    """
+    command = [str(ROS2), "topic", "echo", "--no-daemon", "--once", *options, topic, kind]
+    return run_retrying_hangs(command, env, timeout, attempts)
 
 
 @contextlib.contextmanager
