@@ -8,7 +8,7 @@ starting) loses its port, and what is sent to it afterwards is lost. Here a subs
 stopped 3 s at a time (SIGSTOP, then 50 ms of SIGCONT) while a new publisher joins and sends
 to it: with the profile's 10 s the port survives and the samples sent after the stall
 arrive. With Fast DDS's 1 s default the same stall replaced the port (measured
-2026-12-04 on the project machine, 5 of 5 runs; not asserted, it depends on timing). About 15 s.
+2026-12-04 on the project machine, 6 of 6 runs; not asserted, it depends on timing). About 15 s.
 """
 
 from __future__ import annotations
@@ -62,10 +62,11 @@ STOPPED_S, RUNNING_S = 3.0, 0.05  # stopped 3x Fast DDS's default 1 s check
 SHM_DIR = Path("/dev/shm")
 
 
-def user_unicast_port(domain: int, participant: int = 0) -> int:
-    """The RTPS well-known port (PB 7400, DG 250, PG 2, d3 11) that Fast DDS's shared-memory
-    transport also names its segment after: the first participant's user-data port."""
-    return 7400 + 250 * domain + 11 + 2 * participant
+def user_data_ports(domain: int) -> set[Path]:
+    """The shared-memory segments of the domain's user-data ports: Fast DDS names each after
+    the participant's RTPS well-known port (PB 7400 + DG 250 x domain + d3 11 + PG 2 x id)."""
+    first = 7400 + 250 * domain + 11
+    return {SHM_DIR / f"fastdds_port{first + 2 * i}" for i in range(120)} & set(SHM_DIR.iterdir())
 
 
 def stall(pid: int) -> None:
@@ -77,19 +78,20 @@ def stall(pid: int) -> None:
 
 
 def test_a_stalled_subscriber_keeps_its_port_and_receives_after_the_stall(tmp_path):
-    domain = domain_id(__name__)  # the subscriber is the domain's first participant
+    domain = domain_id(__name__)
     env = ros_env(domain)
     log = tmp_path / "subscriber.log"
+    before = user_data_ports(domain)
     with open(log, "w") as out:
         subscriber = subprocess.Popen(
             [sys.executable, "-c", SUBSCRIBER], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         assert wait_until(lambda: "ready" in log.read_text(), 60, 0.1), log.read_text()
-        segment = SHM_DIR / f"fastdds_port{user_unicast_port(domain)}"
-        assert wait_until(segment.exists, 10, 0.1), (
-            f"no {segment}: the subscriber's shared-memory port is not where Fast DDS 3 puts it"
+        assert wait_until(lambda: user_data_ports(domain) - before, 10, 0.1), (
+            "the subscriber made no /dev/shm/fastdds_port<N>: Fast DDS names its ports otherwise"
         )
+        (segment,) = user_data_ports(domain) - before
         inode = segment.stat().st_ino
         staller = threading.Thread(target=stall, args=(subscriber.pid,))
         staller.start()
